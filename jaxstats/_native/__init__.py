@@ -1,0 +1,104 @@
+"""Build, cache and register the native CPU kernels (``kernels.cc``) with the XLA FFI.
+
+The C++ source ships with the package and is compiled on first use with the system C++
+compiler against the FFI headers of the installed jaxlib (``jax.ffi.include_dir()``), into a
+per-user cache (``$JAXSTATS_CACHE_DIR``, default ``~/.cache/jaxstats``), keyed by a hash of
+the source, the compiler flags and the jaxlib version. Compilation takes a few seconds, once.
+
+Without a compiler (or with ``JAXSTATS_NATIVE=0``) nothing is built: :func:`load` returns
+``None``, :func:`status` says why, and jaxstats falls back to numpy (through a host
+callback) or XLA's own sort. Results are the same either way; only speed differs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+
+import jax
+
+__all__ = ["load", "status", "TARGETS"]
+
+#: FFI targets defined in kernels.cc.
+TARGETS = ("JaxstatsArgsort", "JaxstatsSort", "JaxstatsTieBounds", "JaxstatsDenseRank")
+
+_FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-w", "-DJAXSTATS_RADIX_BITS=8"]
+_lock = threading.Lock()
+_state: dict = {"lib": None, "tried": False, "status": "not loaded yet"}
+
+
+def _source_path() -> str:
+    return os.path.join(os.path.dirname(__file__), "kernels.cc")
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _build(cxx: str) -> str:
+    import jaxlib
+
+    src = _source_path()
+    with open(src, "rb") as f:
+        code = f.read()
+    key = hashlib.sha256(
+        code + " ".join(_FLAGS).encode() + jaxlib.__version__.encode() + cxx.encode()
+    ).hexdigest()[:16]
+    cache = os.environ.get("JAXSTATS_CACHE_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "jaxstats"
+    )
+    os.makedirs(cache, exist_ok=True)
+    out = os.path.join(cache, f"kernels-{key}.so")
+    if os.path.exists(out):
+        return out
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
+    os.close(fd)
+    cmd = [cxx, *_FLAGS, "-I", jax.ffi.include_dir(), src, "-o", tmp]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            raise RuntimeError(f"compiler failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        os.replace(tmp, out)  # atomic: concurrent builders never see a half-written library
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
+
+
+def load():
+    """The loaded kernel library (targets registered for the CPU platform), or ``None``."""
+    if _state["tried"]:
+        return _state["lib"]
+    with _lock:
+        if _state["tried"]:
+            return _state["lib"]
+        try:
+            if os.environ.get("JAXSTATS_NATIVE", "1") == "0":
+                raise RuntimeError("disabled by JAXSTATS_NATIVE=0")
+            cxx = _compiler()
+            if cxx is None:
+                raise RuntimeError("no C++ compiler found (set CXX or install g++/clang++)")
+            path = _build(cxx)
+            lib = ctypes.cdll.LoadLibrary(path)
+            for name in TARGETS:
+                jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, name)), platform="cpu")
+            _state.update(lib=lib, status=f"loaded {path}")
+        except Exception as e:  # noqa: BLE001 - any failure means: use the fallbacks
+            _state.update(lib=None, status=f"unavailable: {e}")
+        finally:
+            _state["tried"] = True
+    return _state["lib"]
+
+
+def status() -> str:
+    """Human-readable state of the native kernels (loaded path, or why they are not used)."""
+    load()
+    return _state["status"]
