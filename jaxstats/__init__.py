@@ -5,6 +5,9 @@ sketches and sharded agent arrays. Everything public works under ``jit`` and ``v
 where the math allows, ``grad``.
 """
 
+from . import evidence as evidence
+from . import ooc as ooc
+from . import shard as shard
 from . import sketch as sketch
 from ._sort import argsort as argsort
 from ._sort import sort as sort
@@ -18,10 +21,43 @@ from .robust import iqr as iqr
 from .robust import median_abs_deviation as median_abs_deviation
 from .robust import population_baseline as population_baseline
 from .robust import robust_zscore as robust_zscore
+from .evidence import compensated_sum as compensated_sum
+from .evidence import cumulative_logsumexp as cumulative_logsumexp
+from .evidence import cusum as cusum
+from .evidence import log_bayes_factor as log_bayes_factor
+from .evidence import log_odds as log_odds
+from .evidence import log_posterior as log_posterior
+from .evidence import logsumexp as logsumexp
+from .evidence import posterior_probability as posterior_probability
+from .evidence import sprt as sprt
+from .evidence import two_sum as two_sum
+from .monitor import Monitor as Monitor
+from .monitor import MonitorState as MonitorState
+from .monitor import Report as Report
+from .monitor import load_state as load_state
+from .monitor import save_state as save_state
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Monitor",
+    "MonitorState",
+    "Report",
+    "compensated_sum",
+    "cumulative_logsumexp",
+    "cusum",
+    "evidence",
+    "load_state",
+    "log_bayes_factor",
+    "log_odds",
+    "log_posterior",
+    "logsumexp",
+    "ooc",
+    "posterior_probability",
+    "save_state",
+    "shard",
+    "sprt",
+    "two_sum",
     "BaselineResult",
     "argsort",
     "iqr",

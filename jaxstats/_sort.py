@@ -10,13 +10,14 @@ are sort-bound, so on CPU jaxstats uses, in order of preference:
    the keys) in C++ called through the XLA FFI (``jaxstats/_native/kernels.cc``), compiled
    on first use with the system compiler. They run inside the XLA program on its own thread:
    no Python, no GIL, no host round trip, so they are safe in multi-device programs and under
-   concurrent dispatch. Used for rows of >= 256 elements, and for any single row. A fused
+   concurrent dispatch. Used for every CPU sort when it is available. A fused
    ``tie_bounds`` kernel returns the sorted values and every element's tie-group bounds
    (first and last rank) in one pass, which is all that ranks and percentiles need.
 2. ``host``: numpy's sort through ``jax.pure_callback`` (numpy's SIMD small-row sorts beat
-   the radix sort on batches of short rows). Never used inside ``shard_map``: a host callback
-   that blocks one device of a multi-device CPU program waiting in a collective can trip
-   XLA:CPU's rendezvous timeout and abort the process.
+   the radix sort on batches of short rows), only on request (``backend="host"``): a host
+   callback in a program that also waits in a multi-device collective can trip XLA:CPU's
+   rendezvous timeout and abort the process (``tests/test_sort.py`` reproduces it), so it is
+   never chosen automatically.
 3. ``xla``: XLA's own sort: on GPU/TPU/Metal always (chosen per platform by
    ``lax.platform_dependent`` when the program is lowered), and on CPU for small or
    collective programs when the others do not apply.
@@ -89,17 +90,32 @@ def _choose(x: ArrayLike, backend: str) -> str:
         return backend
     if jax.default_backend() != "cpu" and not any(d.platform == "cpu" for d in jax.devices()):
         return "xla"
-    if (n >= _NATIVE_MIN_ROW or rows == 1) and x.dtype in _NATIVE_DTYPES and _native.load():
+    if x.dtype in _NATIVE_DTYPES and _native.load():
         return "native"
-    if x.size >= _HOST_MIN_SIZE and not _in_collective_context():
-        return "host"
+    # The numpy host callback is never chosen automatically: a callback inside a program that
+    # also waits in a multi-device collective (shard_map, or a jit over replicated/sharded
+    # operands) can trip XLA:CPU's rendezvous timeout and abort the process, and that cannot
+    # be detected reliably at trace time. backend="host" opts in for single-device programs.
     return "xla"
 
 
+def _cpu_only() -> bool:
+    try:
+        return all(d.platform == "cpu" for d in jax.devices())
+    except RuntimeError:  # pragma: no cover
+        return False
+
+
 def _dispatch(x, path, cpu_fn, xla_fn):
-    """Run ``cpu_fn`` on CPU and ``xla_fn`` on every other platform (or for path 'xla')."""
+    """Run ``cpu_fn`` on CPU and ``xla_fn`` on every other platform (or for path 'xla').
+
+    When every device is a CPU the CPU branch is traced alone: no ``platform_dependent``
+    switch, whose branches would need identical varying-axis types inside ``shard_map``.
+    """
     if path == "xla":
         return xla_fn(x)
+    if _cpu_only():
+        return cpu_fn(x)
     return lax.platform_dependent(x, cpu=cpu_fn, default=xla_fn)
 
 
@@ -332,7 +348,9 @@ def sort(x: ArrayLike, *, axis: int = -1, backend: str = "auto") -> jax.Array:
     Args:
       x: real array of rank >= 1.
       axis: static axis to sort along.
-      backend: ``"auto"`` (default), ``"native"``, ``"host"`` or ``"xla"``.
+      backend: ``"auto"`` (default: the native kernel on CPU when it is available, else XLA's
+        sort), ``"native"``, ``"host"`` (numpy through a host callback; single-device
+        programs only) or ``"xla"``.
 
     Returns:
       The sorted array, same shape and dtype as ``x``.

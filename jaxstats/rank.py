@@ -63,20 +63,25 @@ def _unsort(perm: jax.Array, vals: jax.Array) -> jax.Array:
     return jnp.put_along_axis(jnp.zeros(vals.shape, vals.dtype), perm, vals, axis=-1, inplace=False)
 
 
-def _ranks_last(x: ArrayLike, method: str):
-    """Tie-aware ranks along the last axis of a float array; NaNs (sorted last) rank last."""
+def _ranks_last(x: jax.Array, method: str, out_dtype=None):
+    """Tie-aware ranks along the last axis; NaNs (sorted last) rank last.
+
+    ``x`` keeps its own dtype for the ordering (so large integers are ranked exactly); the
+    ranks come out in ``out_dtype`` (default ``x.dtype``).
+    """
+    out_dtype = x.dtype if out_dtype is None else out_dtype
     if method == "ordinal":
         perm = argsort(x, axis=-1, stable=True)
         iota = lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1) + 1
-        return _unsort(perm, iota.astype(x.dtype))
+        return _unsort(perm, iota.astype(out_dtype))
     if method == "dense":
-        return dense_rank(x).astype(x.dtype)
+        return dense_rank(x).astype(out_dtype)
     _, lo, hi = tie_bounds(lax.stop_gradient(x))
     if method == "min":
-        return lo.astype(x.dtype)
+        return lo.astype(out_dtype)
     if method == "max":
-        return hi.astype(x.dtype)
-    return 0.5 * (lo.astype(x.dtype) + hi.astype(x.dtype))
+        return hi.astype(out_dtype)
+    return 0.5 * (lo.astype(out_dtype) + hi.astype(out_dtype))
 
 
 def _float_input(fn: str, name: str, a: Any) -> jax.Array:
@@ -129,8 +134,10 @@ def rankdata(
     _checks.check_option(fn, "method", method, RANK_METHODS)
     _checks.check_option(fn, "nan_policy", nan_policy, NAN_POLICIES)
     x = _float_input(fn, "a", a)
+    raw = jnp.asarray(np.asarray(a) if isinstance(a, (list, tuple)) else a)
+    keys = raw if jnp.issubdtype(raw.dtype, jnp.integer) else x  # ints ranked exactly
     if axis is None:
-        x = x.reshape(-1)
+        x, keys = x.reshape(-1), keys.reshape(-1)
         axis = 0
     if x.ndim == 0:
         raise ValueError("rankdata: 'a' must have at least one dimension; got a scalar.")
@@ -138,9 +145,10 @@ def rankdata(
     if nan_policy == "raise":
         x = _raise_on_nan(fn, x, "a")
     x = jnp.moveaxis(x, axis, -1)
+    keys = jnp.moveaxis(keys, axis, -1)
     if x.shape[-1] == 0:
         return jnp.moveaxis(x, -1, axis)
-    r = _ranks_last(x, method)
+    r = _ranks_last(keys if keys.dtype != x.dtype else x, method, x.dtype)
     isnan = jnp.isnan(x)
     if nan_policy == "propagate":
         r = jnp.where(jnp.any(isnan, axis=-1, keepdims=True), jnp.nan, r)
@@ -211,8 +219,8 @@ def percentileofscore(
     s_arr = s_arr.astype(dtype)
     if nan_policy == "raise":
         x = _raise_on_nan(fn, x, "a")
-    n_nan = jnp.sum(jnp.isnan(x))
-    n_valid = x.shape[0] - n_nan
+    n_nan = jnp.sum(jnp.isnan(x)).astype(jnp.int32)
+    n_valid = jnp.int32(x.shape[0]) - n_nan
     sx = sort(x)
     sx = jnp.where(jnp.isnan(sx), jnp.inf, sx)  # NaNs sit last; +inf keeps the bisection monotone
     flat = s_arr.reshape(-1)
@@ -368,7 +376,7 @@ def _quantile_sorted(s: jax.Array, q: jax.Array, method: str, n_valid=None) -> j
         a, b = take(prev_i), take(next_i)
         t = gamma.astype(s.dtype)
         diff = b - a
-        out = jnp.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
+        out = jnp.where(t >= 0.5, b - diff * (1 - t), a + diff * t)  # numpy's _lerp, exactly
     if n_valid is not None:
         out = jnp.where(n_b > 0, out, jnp.nan)
     return out.T.reshape(q.shape + s.shape[:-1])
@@ -450,7 +458,7 @@ def quantile(
 def median(
     a: ArrayLike, *, axis: int | Sequence[int] | None = None, keepdims: bool = False
 ) -> jax.Array:
-    """Median along ``axis`` (``quantile(a, 0.5, method="linear")``); equal to ``np.median``.
+    """Median along ``axis``, equal to ``np.median`` (mean of the two middle values for even n).
 
     Args:
       a: real array.
@@ -471,4 +479,30 @@ def median(
       >>> median(jnp.array([[1.0, 5.0, 2.0], [4.0, 4.0, 9.0]]), axis=1)
       Array([2., 4.], dtype=float32)
     """
-    return quantile(a, 0.5, axis=axis, method="linear", keepdims=keepdims)
+    fn = "median"
+    x = _float_input(fn, "a", a)
+    if x.ndim == 0:
+        x = x.reshape(1)
+    if axis is None:
+        axes = tuple(range(x.ndim))
+    elif isinstance(axis, (tuple, list)):
+        axes = tuple(_checks.check_axis(fn, "axis", ax, x.ndim) for ax in axis)
+    else:
+        axes = (_checks.check_axis(fn, "axis", axis, x.ndim),)
+    keep = tuple(i for i in range(x.ndim) if i not in axes)
+    n = int(np.prod([x.shape[i] for i in axes]))
+    if n == 0:
+        raise ValueError(f"{fn}: cannot take the median over an empty axis (length 0).")
+    xt = jnp.transpose(x, keep + axes).reshape(tuple(x.shape[i] for i in keep) + (n,))
+    s = sort(xt, axis=-1)
+    if n % 2:
+        out = s[..., n // 2]
+    else:  # numpy's median: the mean of the two middle order statistics
+        out = (s[..., n // 2 - 1] + s[..., n // 2]) / 2
+    out = jnp.where(jnp.isnan(s[..., -1]), jnp.nan, out)
+    if keepdims:
+        shape = list(x.shape)
+        for ax in axes:
+            shape[ax] = 1
+        out = out.reshape(tuple(shape))
+    return out

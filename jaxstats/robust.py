@@ -123,8 +123,19 @@ def iqr(
 
 
 def _median_sorted(s, nan_policy):
-    q = jnp.asarray(0.5, s.dtype)
-    return _nan_quantiles(s, q, "linear", nan_policy)
+    """np.median / np.nanmedian of sorted rows (NaNs last): the middle value, or the mean of
+    the two middle values (no interpolation, so infinite neighbours do not give NaN)."""
+    n = s.shape[-1]
+    isnan = jnp.isnan(s)
+    n_valid = (n - jnp.sum(isnan, axis=-1)) if nan_policy == "omit" else jnp.full(s.shape[:-1], n)
+    lo = jnp.clip((n_valid - 1) // 2, 0, n - 1)[..., None]
+    hi = jnp.clip(n_valid // 2, 0, n - 1)[..., None]
+    a = jnp.take_along_axis(s, lo, axis=-1)[..., 0]
+    b = jnp.take_along_axis(s, hi, axis=-1)[..., 0]
+    med = jnp.where(lo[..., 0] == hi[..., 0], a, (a + b) / 2)
+    if nan_policy == "omit":
+        return jnp.where(n_valid > 0, med, jnp.nan)
+    return jnp.where(jnp.any(isnan, axis=-1), jnp.nan, med)
 
 
 def median_abs_deviation(
@@ -176,6 +187,8 @@ def median_abs_deviation(
     if center is None:
         med = _median_sorted(sort(xs, axis=-1), nan_policy)[..., None]
     else:
+        if nan_policy == "omit" and center in (jnp.mean, np.mean):
+            center = jnp.nanmean  # scipy drops NaNs before calling center
         med = center(xs, axis=-1, keepdims=True)
     dev = jnp.abs(xs - med)
     out = _median_sorted(sort(dev, axis=-1), nan_policy) / jnp.asarray(scale, xs.dtype)

@@ -90,6 +90,9 @@ def load():
             lib = ctypes.cdll.LoadLibrary(path)
             for name in TARGETS:
                 jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, name)), platform="cpu")
+                # Rows (leading axes) are independent: let the SPMD partitioner keep a
+                # sharded batch axis local instead of gathering the operand.
+                jax.ffi.register_ffi_target_as_batch_partitionable(name)
             _state.update(lib=lib, status=f"loaded {path}")
         except Exception as e:  # noqa: BLE001 - any failure means: use the fallbacks
             _state.update(lib=None, status=f"unavailable: {e}")

@@ -63,7 +63,7 @@ class Sketch(NamedTuple):
     query: Callable[..., Any]
 
 
-def combine(**sketches: Sketch) -> Sketch:
+def combine(**sketches: Any) -> Sketch:
     """Compose several sketches into one whose state is a dict of their states.
 
     ``update(state, x)`` routes ``x[name]`` to each part when ``x`` is a dict with the same
@@ -80,8 +80,9 @@ def combine(**sketches: Sketch) -> Sketch:
       A :class:`Sketch` over ``dict[str, state]``.
 
     Raises:
-      ValueError: if no sketch is given, a part is not a :class:`Sketch`, a dict input does
-        not have exactly the parts' keys, or a query argument names an unknown part.
+      ValueError: if no sketch is given, a dict input does not have exactly the parts' keys,
+        or a query argument names an unknown part.
+      TypeError: if a part is not a :class:`Sketch`.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -97,7 +98,7 @@ def combine(**sketches: Sketch) -> Sketch:
         raise ValueError("combine: give at least one sketch, e.g. combine(m=moments()).")
     for name, sk in sketches.items():
         if not isinstance(sk, Sketch):
-            raise ValueError(
+            raise TypeError(
                 f"combine: part {name!r} must be a jaxstats.sketch.Sketch; got {type(sk).__name__}."
             )
     names = tuple(sketches)
@@ -214,7 +215,7 @@ def from_batch(sketch: Sketch, xs: jax.Array, *, where: jax.Array | None = None)
       >>> from jaxstats import sketch
       >>> sk = sketch.moments()
       >>> sk.query(sketch.from_batch(sk, jnp.array([1.0, 2.0, 4.0]))).mean
-      Array(2.3333333, dtype=float32)
+      Array(2.33333, dtype=float32)
     """
     xs = jnp.asarray(xs)
     if xs.ndim == 0:
@@ -426,7 +427,7 @@ def _dw_add(hi: jax.Array, lo: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.
     count stays exact up to 2**48 and small increments to large sums are not lost.
     """
     s, e = _two_sum(hi, b)
-    return _fast_two_sum(s, e + lo)
+    return _renormalize(s, e + lo)
 
 
 def _dw_add_dw(
@@ -434,7 +435,15 @@ def _dw_add_dw(
 ) -> tuple[jax.Array, jax.Array]:
     """Sum of two double-word numbers, normalized."""
     s, e = _two_sum(ahi, bhi)
-    return _fast_two_sum(s, e + (alo + blo))
+    return _renormalize(s, e + (alo + blo))
+
+
+def _renormalize(s: jax.Array, e: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Normalized pair for ``s + e``; an overflowed or NaN ``s`` keeps ``lo = 0`` (so ``inf``
+    stays ``inf`` instead of turning into ``inf - inf = NaN``)."""
+    hi, lo = _fast_two_sum(s, e)
+    finite = jnp.isfinite(hi)
+    return jnp.where(finite, hi, s), jnp.where(finite, lo, jnp.zeros_like(lo))
 
 
 def _sat_add_u32(a: jax.Array, b: jax.Array) -> jax.Array:
