@@ -7,8 +7,10 @@ where the math allows, ``grad``.
 
 from . import evidence as evidence
 from . import ooc as ooc
+from . import pairwise as pairwise
 from . import shard as shard
 from . import sketch as sketch
+from . import soft as soft
 from ._sort import argsort as argsort
 from ._sort import sort as sort
 from .rank import median as median
@@ -36,10 +38,35 @@ from .monitor import MonitorState as MonitorState
 from .monitor import Report as Report
 from .monitor import load_state as load_state
 from .monitor import save_state as save_state
+from .pairwise import energy_distance as energy_distance
+from .pairwise import gini_mean_difference as gini_mean_difference
+from .pairwise import hodges_lehmann as hodges_lehmann
+from .pairwise import kendalltau as kendalltau
+from .pairwise import ks_2samp as ks_2samp
+from .pairwise import mannwhitneyu as mannwhitneyu
+from .pairwise import qn_scale as qn_scale
+from .pairwise import sn_scale as sn_scale
+from .pairwise import spearmanr as spearmanr
+from .pairwise import wasserstein_distance as wasserstein_distance
+from .soft import soft_percentile_of_population as soft_percentile_of_population
+from .soft import soft_quantile as soft_quantile
+from .soft import soft_rank as soft_rank
+from .soft import soft_sort as soft_sort
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "energy_distance",
+    "gini_mean_difference",
+    "hodges_lehmann",
+    "kendalltau",
+    "ks_2samp",
+    "mannwhitneyu",
+    "qn_scale",
+    "sn_scale",
+    "spearmanr",
+    "wasserstein_distance",
+    "pairwise",
     "Monitor",
     "MonitorState",
     "Report",
@@ -56,6 +83,11 @@ __all__ = [
     "posterior_probability",
     "save_state",
     "shard",
+    "soft",
+    "soft_percentile_of_population",
+    "soft_quantile",
+    "soft_rank",
+    "soft_sort",
     "sprt",
     "two_sum",
     "BaselineResult",

@@ -1,0 +1,426 @@
+"""Exact order statistics of the O(n^2) implicit pair values of a sorted sample, in O(n log n).
+
+The robust estimators of :mod:`jaxstats.pairwise` are order statistics of a set of ``~n^2/2``
+pair values that is never materialised:
+
+* Hodges-Lehmann: the median of the Walsh averages ``(x_i + x_j) / 2``, ``i <= j``;
+* Qn: the ``k``-th smallest distance ``|x_i - x_j|``, ``i < j``;
+* Sn: a low median over ``i`` of the high median over ``j`` of ``|x_i - x_j|``.
+
+For a sorted sample ``a`` the pair values of row ``i`` (``j`` from the row start to ``n - 1``)
+are non-decreasing in ``j``, so the number of row-``i`` pairs ``<= t`` (a *split*) is found by a
+vectorised binary search over all rows at once: ``O(n log n)`` per threshold and O(n) memory.
+
+Selection with static shapes (:func:`select_pair`) keeps, per row, a half-open column bracket
+``[L_i, R_i)`` of *candidates*; every pair left of the bracket is known to rank below the target,
+every pair right of it above. Each round
+
+1. draws a stratified sample of ``m`` candidates (``m = 4 n``, a static size), sorts it with the
+   :mod:`jaxstats._sort` kernel and picks two sample values ``p1 <= p2`` that bracket the
+   target rank with high probability (Floyd-Rivest style);
+2. splits every row at ``<= p1`` and ``< p2`` (two binary searches inside the brackets) and
+   keeps whichever splits are valid bounds. Both pivots are candidate values, so each round
+   removes at least one candidate, and a round that removes none proves that all candidates
+   are equal (the answer is then ``p1``). Typically a round keeps ``~5/sqrt(m)`` of them.
+
+When at most ``m`` candidates are left they are enumerated into a buffer of static size ``m``,
+sorted, and the target is read off. Typically two rounds suffice for ``n`` up to ``10^6``; the
+loop is a ``lax.while_loop`` and its exactness never depends on the sampling. Pair values are
+computed by one function everywhere, so comparisons are consistent and the result is the exact
+floating-point order statistic of the values a naive implementation would compute.
+
+Counts reach ``n^2/2 > 2^31``: totals are kept exactly as two int32 limbs (``hi * 2^15 + lo``),
+which works without x64 for ``n < 2^22``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from ._sort import argsort, sort
+
+__all__ = [
+    "MAX_N",
+    "SCAN_MIN",
+    "Rank",
+    "as_limbs",
+    "cumsum",
+    "cummax",
+    "cummin_reverse",
+    "exact_total",
+    "limbs_ge",
+    "limbs_to_float",
+    "pair_value",
+    "select_pair",
+    "next_pair_value",
+    "sn_inner",
+]
+
+#: Largest sample size supported by the exact limb arithmetic of pair counts.
+MAX_N = (1 << 22) - 1
+
+_LIMB = 15
+_LIMB_MASK = (1 << _LIMB) - 1
+_BLOCK = 256  # rows per int32 partial sum: 256 * 2^22 = 2^30 < 2^31
+# Below this many pair values every pair is enumerated and sorted once.
+_ENUMERATE_ALL = 1 << 15
+
+PAIR_KINDS = ("walsh", "absdiff")
+
+
+# ----------------------------------------------------------------------------------------------
+# Scans. XLA:CPU lowers lax.cumsum/cummax to reduce_window: cheap to compile, but slow at scale
+# (measured 15-27 ns per element at 10^6). An associative scan runs 5-10x faster there but costs
+# ~0.3 s of compile time per scan, so it is used only for long rows (compile time dominates the
+# test suite, run time the benchmarks). The barrier keeps XLA from fusing the producer of the
+# input into every level of the associative scan (which recomputes it log2(n) times).
+# ----------------------------------------------------------------------------------------------
+
+SCAN_MIN = 4096  # rows at least this long use the associative scan
+
+
+def cumsum(x: jax.Array) -> jax.Array:
+    """Inclusive cumulative sum along the last axis."""
+    if x.shape[-1] < SCAN_MIN:
+        return jnp.cumsum(x, axis=-1, dtype=x.dtype)
+    return lax.associative_scan(jnp.add, lax.optimization_barrier(x), axis=x.ndim - 1)
+
+
+def cummax(x: jax.Array) -> jax.Array:
+    """Inclusive cumulative maximum along the last axis."""
+    if x.shape[-1] < SCAN_MIN:
+        return lax.cummax(x, axis=x.ndim - 1)
+    return lax.associative_scan(jnp.maximum, lax.optimization_barrier(x), axis=x.ndim - 1)
+
+
+def cummin_reverse(x: jax.Array) -> jax.Array:
+    """Cumulative minimum from the right along the last axis."""
+    if x.shape[-1] < SCAN_MIN:
+        return lax.cummin(x, axis=x.ndim - 1, reverse=True)
+    return lax.associative_scan(
+        jnp.minimum, lax.optimization_barrier(x), reverse=True, axis=x.ndim - 1
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Exact totals of int32 counts as two int32 limbs (value = hi * 2^15 + lo, 0 <= lo < 2^15).
+# ----------------------------------------------------------------------------------------------
+
+
+def _normalize(hi, lo):
+    return hi + (lo >> _LIMB), lo & _LIMB_MASK
+
+
+def exact_total(c: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Exact sum of a 1-D array of non-negative int32 counts, each ``< 2^22``, as limbs."""
+    n = c.shape[0]
+    pad = (-n) % _BLOCK
+    i32 = jnp.int32  # explicit: under x64 integer sums would widen to int64
+    blocks = jnp.sum(jnp.pad(c, (0, pad)).reshape(-1, _BLOCK), axis=1, dtype=i32)  # < 2^30
+    hi = jnp.sum(blocks >> _LIMB, dtype=i32)
+    lo = jnp.sum(blocks & _LIMB_MASK, dtype=i32)
+    return _normalize(hi, lo)
+
+
+def limbs_add(a, b):
+    return _normalize(a[0] + b[0], a[1] + b[1])
+
+
+Rank = int | tuple[jax.Array, jax.Array]  # a static int, or traced limbs (hi, lo)
+
+
+def as_limbs(k: Rank) -> tuple[jax.Array, jax.Array]:
+    """Limbs of a static non-negative int (or limbs unchanged)."""
+    if isinstance(k, int):
+        return _static_limbs(k)
+    return k
+
+
+def limbs_ge(t, k: Rank) -> jax.Array:
+    """``t >= k`` for limbs ``t`` and a static int or limbs ``k``."""
+    kh, kl = as_limbs(k)
+    return (t[0] > kh) | ((t[0] == kh) & (t[1] >= kl))
+
+
+def limbs_to_float(t, dtype, offset: int = 0) -> jax.Array:
+    """``float(t - offset)`` in ``dtype`` (two roundings at most)."""
+    oh, ol = offset >> _LIMB, offset & _LIMB_MASK
+    return (t[0] - oh).astype(dtype) * float(1 << _LIMB) + (t[1] - ol).astype(dtype)
+
+
+def _limbs_to_int(t) -> jax.Array:
+    """``int32(t)``; only meaningful when the value is below 2^31."""
+    return t[0] * (1 << _LIMB) + t[1]
+
+
+def _static_limbs(k: int):
+    return (jnp.int32(k >> _LIMB), jnp.int32(k & _LIMB_MASK))
+
+
+# ----------------------------------------------------------------------------------------------
+# Pair values. One definition used by sampling, searching and enumeration, so every comparison
+# sees bit-identical values.
+# ----------------------------------------------------------------------------------------------
+
+
+def pair_value(kind: str, ai: jax.Array, aj: jax.Array) -> jax.Array:
+    """Value of the pair ``(a_i, a_j)`` with ``a_i <= a_j``.
+
+    ``"walsh"``: ``a_i/2 + a_j/2`` (equal to ``(a_i + a_j)/2`` correctly rounded, without the
+    overflow of ``a_i + a_j``; halving is exact outside the subnormal range, so an FMA gives
+    the same result). ``"absdiff"``: ``a_j - a_i``, and ``0`` for equal values (so two equal
+    infinities are at distance 0 rather than NaN).
+    """
+    if kind == "walsh":
+        return ai * 0.5 + aj * 0.5
+    return jnp.where(ai == aj, jnp.zeros_like(ai), aj - ai)
+
+
+def _row_start(kind: str, n: int) -> jax.Array:
+    i = jnp.arange(n, dtype=jnp.int32)
+    return i if kind == "walsh" else jnp.minimum(i + 1, n)
+
+
+def _n_pairs(kind: str, n: int) -> int:
+    return n * (n + 1) // 2 if kind == "walsh" else n * (n - 1) // 2
+
+
+def _bit_length(x: jax.Array) -> jax.Array:
+    """Number of bits of a non-negative int32 (0 for 0)."""
+    return 32 - lax.clz(x)
+
+
+def _split(kind, a, lo, hi, t, strict):
+    """Per row ``i``: the first column ``j`` in ``[lo_i, hi_i]`` whose pair value is ``> t``
+    (``>= t`` if ``strict``), or ``hi_i``. Binary search with ``bit_length(max width)`` steps."""
+    return _split2(kind, a, lo, hi, t, t, strict, strict)[0]
+
+
+def _split2(kind, a, lo, hi, t1, t2, strict1, strict2):
+    """Two independent :func:`_split` searches sharing one loop (one compiled body)."""
+    n = a.shape[0]
+    steps = _bit_length(jnp.max(hi - lo))
+
+    def half(lo_, hi_, t, strict):
+        mid = (lo_ + hi_) >> 1
+        v = pair_value(kind, a, a[jnp.minimum(mid, n - 1)])
+        go = (v < t) if strict else (v <= t)
+        active = lo_ < hi_
+        return jnp.where(active & go, mid + 1, lo_), jnp.where(active & ~go, mid, hi_)
+
+    def body(_, carry):
+        lo1, hi1, lo2, hi2 = carry
+        lo1, hi1 = half(lo1, hi1, t1, strict1)
+        lo2, hi2 = half(lo2, hi2, t2, strict2)
+        return lo1, hi1, lo2, hi2
+
+    lo1, _, lo2, _ = lax.fori_loop(0, steps, body, (lo, hi, lo, hi))
+    return lo1, lo2
+
+
+def _slot_rows(starts, counts, size):
+    """Row owning each of ``size`` slots, rows owning ``[starts_i, starts_i + counts_i)``."""
+    n = starts.shape[0]
+    rows = jnp.arange(n, dtype=jnp.int32)
+    owner = jnp.zeros((size,), jnp.int32).at[jnp.where(counts > 0, starts, size)].max(
+        rows, mode="drop"
+    )
+    return cummax(owner)
+
+
+def _enumerate(kind, a, L, R, size):
+    """Values of all candidates (row-major), padded with NaN to ``size`` slots."""
+    w = R - L
+    starts = cumsum(w) - w  # exclusive; exact while the total is below 2^31
+    owner = _slot_rows(starts, w, size)
+    s = jnp.arange(size, dtype=jnp.int32)
+    t = s - starts[owner]
+    valid = (t >= 0) & (t < w[owner])
+    col = jnp.clip(L[owner] + t, 0, a.shape[0] - 1)
+    vals = pair_value(kind, a[owner], a[col])
+    return jnp.where(valid, vals, jnp.nan)
+
+
+def _limbs_sub(a, b):
+    """``a - b`` for limbs with ``a >= b``."""
+    hi, lo = a[0] - b[0], a[1] - b[1]
+    borrow = lo < 0
+    return hi - borrow.astype(jnp.int32), jnp.where(borrow, lo + (1 << _LIMB), lo)
+
+
+def _limbs_max(a, b):
+    a_ge = (a[0] > b[0]) | ((a[0] == b[0]) & (a[1] >= b[1]))
+    return jnp.where(a_ge, a[0], b[0]), jnp.where(a_ge, a[1], b[1])
+
+
+def _limbs_where(c, a, b):
+    return jnp.where(c, a[0], b[0]), jnp.where(c, a[1], b[1])
+
+
+def _limbs_min(a, b):
+    a_le = (a[0] < b[0]) | ((a[0] == b[0]) & (a[1] <= b[1]))
+    return jnp.where(a_le, a[0], b[0]), jnp.where(a_le, a[1], b[1])
+
+
+def select_pair(
+    kind: str, a: jax.Array, k: Rank, *, per_row: int = 4, enumerate_all: int = _ENUMERATE_ALL
+) -> jax.Array:
+    """Exact ``k``-th smallest (1-based) pair value of the sorted, NaN-free 1-D ``a``.
+
+    ``kind`` is ``"walsh"`` (pairs ``i <= j``) or ``"absdiff"`` (pairs ``i < j``); see
+    :func:`pair_value`. ``k`` is a static int or traced limbs ``(hi, lo)`` (value
+    ``hi * 2^15 + lo``, so one compiled program serves every rank); it must satisfy
+    ``1 <= k <= number of pairs`` (checked for static ``k`` only). ``per_row`` (samples per
+    row and round) and ``enumerate_all`` (pair count below which all pairs are sorted
+    directly) tune speed only; the result is exact for any values.
+    """
+    return select_pair_rounds(kind, a, k, per_row=per_row, enumerate_all=enumerate_all)[0]
+
+
+def select_pair_rounds(
+    kind: str, a: jax.Array, k: Rank, *, per_row: int = 4, enumerate_all: int = _ENUMERATE_ALL
+) -> tuple[jax.Array, jax.Array]:
+    """``(select_pair(...), number of sampling rounds)``."""
+    n = a.shape[0]
+    n_pairs = _n_pairs(kind, n)
+    if isinstance(k, int) and not 1 <= k <= n_pairs:
+        raise ValueError(f"select_pair: k={k} out of range [1, {n_pairs}] for n={n}.")
+    k = as_limbs(k)
+    if n > MAX_N:
+        raise ValueError(f"select_pair: n={n} exceeds the supported maximum {MAX_N}.")
+    start = _row_start(kind, n)
+    if n_pairs <= enumerate_all:
+        ii, jj = np.triu_indices(n, 0 if kind == "walsh" else 1)
+        vals = pair_value(kind, a[ii], a[jj])
+        return sort(vals)[jnp.clip(_limbs_to_int(k) - 1, 0, n_pairs - 1)], jnp.int32(0)
+
+    s = int(per_row)
+    cap = s * n  # static size of the sample and of the final enumeration buffer
+    dtype = a.dtype
+    rows = jnp.arange(n, dtype=jnp.int32)
+    # Sample t of row i sits at fraction (t + u_i)/s of the row's candidates. The per-row phase
+    # u_i = frac(i / golden ratio) is equidistributed: with one common phase the rounding errors
+    # of neighbouring rows (whose values cross a threshold at similar fractions) add up
+    # coherently and bias the rank estimates by up to C / (2 s).
+    phase = jnp.mod(jnp.arange(n, dtype=jnp.float32) * 0.6180339887498949, 1.0)
+    offsets = (jnp.arange(s, dtype=jnp.float32)[None, :] + phase[:, None]) / s
+
+    def cond(state):
+        L, R, ell, cnt, done, ans, rounds = state
+        return ~done & limbs_ge(cnt, cap + 1)
+
+    def body(state):
+        L, R, ell, cnt, done, ans, rounds = state
+        w = R - L
+        wf = w.astype(jnp.float32)
+        # Systematic sample: s evenly spaced candidates per non-empty row, each standing for
+        # w_i / s candidates (an unbiased count estimate over the phase); the estimated rank of
+        # a sample value is the cumulative weight in sorted order.
+        col = L[:, None] + (offsets * wf[:, None]).astype(jnp.int32)
+        col = jnp.clip(jnp.minimum(col, R[:, None] - 1), 0, n - 1)
+        vals = pair_value(kind, a[:, None], a[col])
+        vals = jnp.where((w > 0)[:, None], vals, jnp.nan).reshape(-1)  # NaN sorts last
+        weight = jnp.broadcast_to((wf / s)[:, None], (n, s)).reshape(-1)
+        perm = argsort(vals, stable=False)
+        sv = vals[perm]
+        cw = cumsum(weight[perm])
+        n_valid = s * jnp.sum(w > 0, dtype=jnp.int32)
+        # Target rank among candidates, +- 3 standard errors of the systematic-sample estimate
+        # (errors are at most w_i/s per row, roughly uniform and independent).
+        target = limbs_to_float(_limbs_sub(k, ell), jnp.float32)
+        half = 3.0 * jnp.sqrt(jnp.sum(jnp.square(wf / s)) / 3.0) + 1.0
+        top = jnp.maximum(n_valid - 1, 0)
+        q1 = jnp.minimum(jnp.sum(cw < target - half, dtype=jnp.int32), top)
+        q2 = jnp.minimum(jnp.sum(cw < target + half, dtype=jnp.int32), top)
+        p1, p2 = sv[q1], sv[q2]
+        A, B = _split2(kind, a, L, R, p1, p2, False, True)  # pairs <= p1, pairs < p2
+        a_tot = limbs_add(ell, exact_total(A - L))
+        b_tot = limbs_add(ell, exact_total(B - L))
+        a_up = limbs_ge(a_tot, k)  # the k-th is <= p1: A bounds from above, else from below
+        b_up = limbs_ge(b_tot, k)  # the k-th is < p2
+        new_L = jnp.maximum(L, jnp.maximum(jnp.where(a_up, L, A), jnp.where(b_up, L, B)))
+        new_R = jnp.minimum(R, jnp.minimum(jnp.where(a_up, A, R), jnp.where(b_up, B, R)))
+        # Splits at thresholds are nested, so the totals follow from the chosen ones.
+        upper = limbs_add(ell, cnt)
+        lower = ell
+        lower = _limbs_max(lower, _limbs_where(a_up, lower, a_tot))
+        lower = _limbs_max(lower, _limbs_where(b_up, lower, b_tot))
+        upper = _limbs_min(upper, _limbs_where(a_up, a_tot, upper))
+        upper = _limbs_min(upper, _limbs_where(b_up, b_tot, upper))
+        progress = jnp.any(new_L != L) | jnp.any(new_R != R)
+        new_cnt = _limbs_sub(upper, lower)
+        return new_L, new_R, lower, new_cnt, ~progress, jnp.where(progress, ans, p1), rounds + 1
+
+    init = (
+        start,
+        jnp.full((n,), n, jnp.int32),
+        _static_limbs(0),
+        _static_limbs(n_pairs),
+        jnp.asarray(False),
+        jnp.zeros((), dtype),
+        jnp.int32(0),
+    )
+    L, R, ell, cnt, done, ans, rounds = lax.while_loop(cond, body, init)
+    vals = sort(_enumerate(kind, a, L, R, cap))
+    r = jnp.clip(_limbs_to_int(_limbs_sub(k, ell)) - 1, 0, cap - 1)
+    return jnp.where(done, ans, vals[r]), rounds
+
+
+def next_pair_value(kind: str, a: jax.Array, v: jax.Array, k: Rank) -> jax.Array:
+    """The ``(k+1)``-th smallest pair value, given ``v``, the ``k``-th."""
+    n = a.shape[0]
+    start = _row_start(kind, n)
+    end = jnp.full((n,), n, jnp.int32)
+    le = _split(kind, a, start, end, v, strict=False)
+    tied = limbs_ge(exact_total(le - start), limbs_add(as_limbs(k), _static_limbs(1)))
+    nxt = pair_value(kind, a, a[jnp.minimum(le, n - 1)])
+    nxt = jnp.min(jnp.where(le < n, nxt, jnp.inf))
+    return jnp.where(tied, v, nxt).astype(a.dtype)
+
+
+def sn_inner(a: jax.Array) -> jax.Array:
+    """Per ``i``: the high median over ``j`` of ``|a_i - a_j|`` (all ``j``, ``j = i`` included),
+    i.e. the ``(n//2 + 1)``-th smallest, for a sorted NaN-free 1-D ``a`` with ``n >= 2``.
+
+    Row ``i`` is ``0`` plus the union of two sorted runs, left ``a_i - a_{i-1-t}`` (length
+    ``i``) and right ``a_{i+1+u} - a_i`` (length ``n-1-i``); the ``k = n//2``-th smallest of
+    the union is found by a binary search on how many come from the left run.
+    """
+    n = a.shape[0]
+    k = n // 2
+    i = jnp.arange(n, dtype=jnp.int32)
+    p = i
+    q = n - 1 - i
+
+    def left(t):  # t-th (0-based) element of the left run
+        return pair_value("absdiff", a[jnp.clip(i - 1 - t, 0, n - 1)], a)
+
+    def right(u):
+        return pair_value("absdiff", a, a[jnp.clip(i + 1 + u, 0, n - 1)])
+
+    lo = jnp.maximum(0, k - q)
+    hi = jnp.minimum(k, p)
+    # smallest t in [lo, hi] with (t == p) | (k - t - 1 < 0) | left(t) >= right(k - t - 1)
+    steps = max(1, (n + 1).bit_length())
+
+    def pred(t):
+        u = k - t - 1
+        return (t >= p) | (u < 0) | (left(t) >= right(u))
+
+    def body(_, carry):
+        lo, hi = carry
+        mid = (lo + hi) >> 1
+        ok = pred(mid)
+        active = lo < hi
+        hi = jnp.where(active & ok, mid, hi)
+        lo = jnp.where(active & ~ok, mid + 1, lo)
+        return lo, hi
+
+    t, _ = lax.fori_loop(0, steps, body, (lo, hi))
+    u = k - t
+    from_left = jnp.where(t > 0, left(t - 1), -jnp.inf)
+    from_right = jnp.where(u > 0, right(u - 1), -jnp.inf)
+    return jnp.maximum(from_left, from_right).astype(a.dtype)
