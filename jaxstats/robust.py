@@ -132,7 +132,11 @@ def _median_sorted(s, nan_policy):
     hi = jnp.clip(n_valid // 2, 0, n - 1)[..., None]
     a = jnp.take_along_axis(s, lo, axis=-1)[..., 0]
     b = jnp.take_along_axis(s, hi, axis=-1)[..., 0]
-    med = jnp.where(lo[..., 0] == hi[..., 0], a, (a + b) / 2)
+    # Zeros come out as +0.0, as the interpolating median (and the sharded select) gives;
+    # a == b covers two infinities of one sign, where a + (b - a) / 2 would give NaN.
+    mid = jnp.where(a == b, a, b - (b - a) * 0.5)  # numpy lerp at t = 0.5, bit for bit
+    med = jnp.where(lo[..., 0] == hi[..., 0], a, mid)
+    med = jnp.where(med == 0, jnp.zeros((), s.dtype), med)  # (XLA folds x + 0.0 into x)
     if nan_policy == "omit":
         return jnp.where(n_valid > 0, med, jnp.nan)
     return jnp.where(jnp.any(isnan, axis=-1), jnp.nan, med)
