@@ -18,9 +18,12 @@ neighbours in the bulk of the distribution; the cost of ``soft_rank`` grows mild
 amount of pooling, the naive cost does not depend on eps).
 
 Timing: every function is compiled and warmed up outside the timed region; each timed call
-is blocked on; the table shows medians. The naive method runs where it fits in the time budget
-(``--max-naive``, default 1e5); beyond that its time is extrapolated as c * n^2 from the
-largest measured n and marked "(extrap.)".
+is blocked on; CPU dispatch is synchronous; the table shows medians. The measurements are
+interleaved (each round: every naive function once, every fast one 5 times; 9 rounds up to
+1e4, 3 up to 1e5, 5 at 1e6) so that both sides see the same load on a shared machine. The naive method runs where it fits in the time budget (``--max-naive``,
+default 3e4: its backward alone takes minutes at 1e5); beyond that its time is extrapolated as
+c * n^2 from the largest measured n and marked "(extrap.)". A full run measured the naive
+method at 1e5 too: 16 s forward, 157 s forward+backward (``--max-naive 1e5``, ~14 min).
 
 Target: soft_rank >= 144.8x faster than the naive soft rank at n = 1e4 (forward and
 forward+backward).
@@ -31,6 +34,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -81,14 +85,32 @@ def pooled_fraction(x: jax.Array, eps: float) -> float:
     return float(jnp.mean(count > 1))
 
 
+def interleaved(fast, slow, x, rounds, per_round=5):
+    """Medians of interleaved timings: every round times each slow function once and each fast
+    one ``per_round`` times, so all of them see the same (shared, noisy) machine load.
+    Everything is compiled and warmed up first."""
+    fns = {**fast, **slow}
+    for f in fns.values():
+        for _ in range(2 if f in fast.values() else 1):
+            jax.block_until_ready(f(x))
+    samples = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, f in fns.items():
+            for _ in range(per_round if k in fast else 1):
+                t0 = time.perf_counter()
+                jax.block_until_ready(f(x))
+                samples[k].append(time.perf_counter() - t0)
+    return {k: float(np.median(v)) for k, v in samples.items()}
+
+
 def tune_chunk(x: jax.Array, eps: float) -> int:
-    """The fastest chunk size for the naive forward (one timed call each, after compiling)."""
+    """The fastest chunk size for the naive forward (median of 3 calls each, after compiling)."""
     best, best_t = 64, float("inf")
     for chunk in (32, 64, 128, 256):
         if chunk > x.shape[0]:
             continue
         f = jax.jit(lambda v, ch=chunk: naive_soft_rank(v, eps, ch))
-        t = timeit(f, x, repeats=1, warmup=1)
+        t = timeit(f, x, repeats=3, warmup=1)
         if t < best_t:
             best, best_t = chunk, t
     return best
@@ -98,12 +120,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="n = 1e3, 1e4 only (< 1 min)")
     ap.add_argument("--sizes", type=str, default=None, help="comma-separated n values")
-    ap.add_argument("--max-naive", type=float, default=1e5, help="largest n timed for naive")
+    ap.add_argument("--max-naive", type=float, default=3e4, help="largest n timed for naive")
     args = ap.parse_args()
 
-    sizes = [1000, 10_000] if args.quick else [1000, 10_000, 100_000, 1_000_000]
+    sizes = [1000, 10_000] if args.quick else [1000, 10_000, 30_000, 100_000, 1_000_000]
     if args.sizes:
         sizes = [int(float(s)) for s in args.sizes.split(",")]
+    # Synchronous CPU dispatch: the timings measure the computation, not the async hand-off
+    # (MEASURED.md: +5-50 us per call with async dispatch at these output sizes).
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
     print(machine_line())
     print(f"jaxstats sort kernel: {jaxstats._native.status()}")
 
@@ -114,24 +139,22 @@ def main() -> None:
     print(f"check: max |soft_rank(eps=1e-6) - rankdata| at n=1000: {err:.2e}")
     assert err < 1e-3
 
-    rows, naive_rate = [], None
+    rows, naive_rate, chunk = [], None, 64
     verdict = []
     for n in sizes:
         rng = np.random.default_rng(n)
         x = jnp.asarray(rng.normal(size=n).astype(np.float32))
         eps = 2.0 / n
-        big = n >= 100_000
-        reps = dict(repeats=3, warmup=1) if big else dict(repeats=9, warmup=3)
-        measure_naive = n <= args.max_naive
-        chunk = tune_chunk(x, eps) if measure_naive else 64
+        if n <= 10_000:  # larger n reuse the chunk size tuned at the last n <= 1e4
+            chunk = tune_chunk(x, eps)
         soft_f, soft_g, naive_f, naive_g, hard_f = make_fns(n, eps, chunk)
-        t_sf = timeit(soft_f, x, **reps)
-        t_sg = timeit(soft_g, x, **reps)
-        t_h = timeit(hard_f, x, **reps)
-        if measure_naive:
-            nreps = dict(repeats=2, warmup=1) if big else reps
-            t_nf = timeit(naive_f, x, **nreps)
-            t_ng = timeit(naive_g, x, **nreps)
+        fast = {"soft_f": soft_f, "soft_g": soft_g, "hard": hard_f}
+        slow = {"naive_f": naive_f, "naive_g": naive_g} if n <= args.max_naive else {}
+        rounds = 9 if n <= 10_000 else (3 if n <= 100_000 else 5)
+        t = interleaved(fast, slow, x, rounds)
+        t_sf, t_sg, t_h = t["soft_f"], t["soft_g"], t["hard"]
+        if slow:
+            t_nf, t_ng = t["naive_f"], t["naive_g"]
             naive_rate = (t_nf / n**2, t_ng / n**2)
             tag = ""
         else:

@@ -116,7 +116,7 @@ def load_nab(root):
             cut = int(0.15 * len(x))
             ent = (feats[:cut], feats[cut:], y[cut:])
             (fit if i % 2 == 0 else test).append(ent)
-    return fit, test, ("NAB: series alternate fit/test within each category; baseline = first "
+    return fit, test, ("series alternate fit/test within each category; baseline = first "
                        "15% of each series; metrics on the other 85%")
 
 
@@ -312,7 +312,9 @@ def run(name, loaded, steps, lr, out_dir):
 
     c = constrained(p)
     print(f"\n{name}: {split_note}")
-    print(f"  fit points {int(np.asarray(Mf).sum()):,} ({base_rate:.2%} anomalous), test points "
+    fit_rate = float(np.asarray(Yf)[np.asarray(Mf)].mean())
+    print(f"  fit points {int(np.asarray(Mf).sum()):,} ({fit_rate:.2%} anomalous; 3/4 for the "
+          f"loss, 1/4 for validation), test points "
           f"{int(np.asarray(Mt).sum()):,} ({float(np.asarray(Yt)[np.asarray(Mt)].mean()):.2%}); "
           f"{steps} Adam steps, lr {lr}, kept step {best[1]} (best validation AUC-PR "
           f"{best[0]:.4f}); {elapsed:.1f} s")

@@ -45,6 +45,12 @@ the rule is itself written with differentiable segment sums, so second derivativ
 are exact as well. The derivative with respect to ``regularization_strength`` (a temperature
 one may learn) is exact too.
 
+Cost (``experiments/bench_soft.py``, 2-core CPU, float32, strength ``2/n``): ``soft_rank`` of
+10^4 values takes ~0.3-0.4 ms forward and about the same forward+backward, 160-340x faster
+than an O(n^2) pairwise-sigmoid soft rank (jitted, chunked), and ~4x a hard
+:func:`jaxstats.rankdata`; 10^6 values take ~40-60 ms. The PAV loop costs ~10-15 ns per step on
+XLA:CPU (it is sequential); the sort, gathers and segment sums are vectorized.
+
 Limits: as ``regularization_strength -> 0`` ``soft_rank`` tends to ``rankdata`` (ties get the
 average rank) and ``soft_sort`` to ``sort``; as it grows, ``soft_rank`` tends to the mean rank
 ``(n + 1) / 2``, the "l2" soft sort to the mean of ``x`` and the "kl" soft sort to the
@@ -130,7 +136,7 @@ def _ids_from_counts(counts: jax.Array) -> jax.Array:
         return (b, rem), b
 
     zero = jnp.zeros(() if rows == 1 else (rows,), jnp.int32)
-    _, ids = lax.scan(step, (zero - 1, zero), None, length=n)
+    _, ids = lax.scan(step, (zero - 1, zero), None, length=n, unroll=2)
     return ids.reshape(n, rows).T
 
 
@@ -141,39 +147,47 @@ def _pav_single(a: jax.Array, b: jax.Array, kind: str):
     order). The loop runs ``n + (number of pools) + 1 <= 2n`` steps. Blocks below the top sit in
     the stack arrays; the top block stays in the carry and is written to slot ``k`` at the
     start of every step (a harmless write above the stack when the step pools), so the write
-    depends on the carry only and XLA performs it in place.
+    depends on the carry only and XLA performs it in place. ``"l2"`` assumes unit weights
+    (``b`` all ones, as every caller passes): the count is then ``b`` itself and no count array
+    is carried.
     """
     n = a.shape[0]
     dt = a.dtype
+    counted = kind != "l2"
 
     def body(carry):
         _, i, k, sa, sb, sc, ta, tb, tc = carry
         sa = lax.dynamic_update_index_in_dim(sa, ta, k, 0)
         sb = lax.dynamic_update_index_in_dim(sb, tb, k, 0)
-        sc = lax.dynamic_update_index_in_dim(sc, tc, k, 0)
         km1 = jnp.maximum(k - 1, 0)
         pa = lax.dynamic_index_in_dim(sa, km1, 0, keepdims=False)
         pb = lax.dynamic_index_in_dim(sb, km1, 0, keepdims=False)
-        pc = lax.dynamic_index_in_dim(sc, km1, 0, keepdims=False)
         pool = (k > 0) & _violates(pa, pb, ta, tb, kind)
         push = jnp.logical_not(pool) & (i < n)
         ic = jnp.minimum(i, n - 1)
         na = lax.dynamic_index_in_dim(a, ic, 0, keepdims=False)
-        nb = lax.dynamic_index_in_dim(b, ic, 0, keepdims=False)
+        nb = lax.dynamic_index_in_dim(b, ic, 0, keepdims=False) if counted else jnp.ones((), dt)
         ma, mb = _pool(pa, pb, ta, tb, kind)
         ta = jnp.where(pool, ma, jnp.where(push, na, ta))
         tb = jnp.where(pool, mb, jnp.where(push, nb, tb))
-        tc = jnp.where(pool, pc + tc, jnp.where(push, 1, tc))
+        if counted:
+            sc = lax.dynamic_update_index_in_dim(sc, tc, k, 0)
+            pc = lax.dynamic_index_in_dim(sc, km1, 0, keepdims=False)
+            tc = jnp.where(pool, pc + tc, jnp.where(push, 1, tc))
         pi = push.astype(jnp.int32)
         k = k + pi - pool.astype(jnp.int32)
         return pool | push, i + pi, k, sa, sb, sc, ta, tb, tc
 
+    sc0 = jnp.zeros((n if counted else 0,), jnp.int32)
     init = (jnp.bool_(True), jnp.int32(1), jnp.int32(0), jnp.zeros((n,), dt),
-            jnp.zeros((n,), dt), jnp.zeros((n,), jnp.int32), a[0], b[0], jnp.int32(1))
+            jnp.zeros((n,), dt), sc0, a[0], b[0], jnp.int32(1))
     _, _, k, sa, sb, sc, ta, tb, tc = lax.while_loop(lambda c: c[0], body, init)
     sa = lax.dynamic_update_index_in_dim(sa, ta, k, 0)
     sb = lax.dynamic_update_index_in_dim(sb, tb, k, 0)
-    sc = lax.dynamic_update_index_in_dim(sc, tc, k, 0)
+    if counted:
+        sc = lax.dynamic_update_index_in_dim(sc, tc, k, 0)
+    else:  # unit weights: the pooled weight is the count (exact below 2^24 in float32)
+        sc = jnp.round(sb).astype(jnp.int32)
     return sa, sb, sc
 
 
@@ -183,14 +197,14 @@ def _pav_rows(a: jax.Array, b: jax.Array, kind: str):
     rows, n = a.shape
     dt = a.dtype
     r = jnp.arange(rows)
+    counted = kind != "l2"
 
     def body(carry):
         _, i, k, sa, sb, sc, ta, tb, tc = carry
         sa = sa.at[r, k].set(ta, unique_indices=True)
         sb = sb.at[r, k].set(tb, unique_indices=True)
-        sc = sc.at[r, k].set(tc, unique_indices=True)
         km1 = jnp.maximum(k - 1, 0)
-        pa, pb, pc = sa[r, km1], sb[r, km1], sc[r, km1]
+        pa, pb = sa[r, km1], sb[r, km1]
         pool = (k > 0) & _violates(pa, pb, ta, tb, kind)
         push = jnp.logical_not(pool) & (i < n)
         ic = jnp.minimum(i, n - 1)
@@ -198,18 +212,24 @@ def _pav_rows(a: jax.Array, b: jax.Array, kind: str):
         ma, mb = _pool(pa, pb, ta, tb, kind)
         ta = jnp.where(pool, ma, jnp.where(push, na, ta))
         tb = jnp.where(pool, mb, jnp.where(push, nb, tb))
-        tc = jnp.where(pool, pc + tc, jnp.where(push, 1, tc))
+        if counted:
+            sc = sc.at[r, k].set(tc, unique_indices=True)
+            tc = jnp.where(pool, sc[r, km1] + tc, jnp.where(push, 1, tc))
         pi = push.astype(jnp.int32)
         k = k + pi - pool.astype(jnp.int32)
         return jnp.any(pool | push), i + pi, k, sa, sb, sc, ta, tb, tc
 
     zi = jnp.zeros((rows,), jnp.int32)
+    sc0 = jnp.zeros((rows, n if counted else 0), jnp.int32)
     init = (jnp.bool_(True), zi + 1, zi, jnp.zeros((rows, n), dt), jnp.zeros((rows, n), dt),
-            jnp.zeros((rows, n), jnp.int32), a[:, 0], b[:, 0], zi + 1)
+            sc0, a[:, 0], b[:, 0], zi + 1)
     _, _, k, sa, sb, sc, ta, tb, tc = lax.while_loop(lambda c: c[0], body, init)
     sa = sa.at[r, k].set(ta, unique_indices=True)
     sb = sb.at[r, k].set(tb, unique_indices=True)
-    sc = sc.at[r, k].set(tc, unique_indices=True)
+    if counted:
+        sc = sc.at[r, k].set(tc, unique_indices=True)
+    else:
+        sc = jnp.round(sb).astype(jnp.int32)
     return sa, sb, sc
 
 
@@ -419,11 +439,8 @@ def _soft_rank_rows(x2: jax.Array, eps: jax.Array, regularization: str) -> jax.A
     rows, n = x2.shape
     dt = x2.dtype
     perm = argsort(x2, axis=-1, stable=False)[:, ::-1]  # decreasing order; ties are pooled
-    col = lax.broadcasted_iota(jnp.int32, (rows, n), 1).reshape(-1)
-    inv = jnp.zeros((rows * n,), jnp.int32).at[_flat_index(perm, n)].set(
-        col, unique_indices=True
-    ).reshape(rows, n)
-    xs = _take_rows(x2, perm)
+    flat_perm = _flat_index(perm, n)
+    xs = x2.reshape(-1)[flat_perm].reshape(rows, n)
     # The projection is unchanged by a common shift of x: subtracting a middle value first keeps
     # x / eps small, so data far from 0 (say 1e4 +- 1 in float32) lose no precision.
     s = (xs - _middle(xs)) / eps
@@ -433,7 +450,9 @@ def _soft_rank_rows(x2: jax.Array, eps: jax.Array, regularization: str) -> jax.A
     else:
         lw = jnp.log(w)
         mu = jnp.exp(lw + _iso_residual_kl(s, lw))
-    return _propagate_nan(x2, _take_rows(mu, inv))
+    # back to input order: a scatter by the permutation (its transpose, for the VJP, a gather)
+    out = jnp.zeros((rows * n,), dt).at[flat_perm].set(mu.reshape(-1), unique_indices=True)
+    return _propagate_nan(x2, out.reshape(rows, n))
 
 
 def soft_rank(
