@@ -17,7 +17,10 @@ are sort-bound, so on CPU jaxstats uses, in order of preference:
    the radix sort on batches of short rows), only on request (``backend="host"``): a host
    callback in a program that also waits in a multi-device collective can trip XLA:CPU's
    rendezvous timeout and abort the process (``tests/test_sort.py`` reproduces it), so it is
-   never chosen automatically.
+   never chosen automatically. It is unsafe even in a single-device program while another
+   thread has a multi-device (collective) program in flight: that was measured to abort too.
+   The same holds for ``nan_policy="raise"`` under ``jit`` (``equinox.error_if`` is a host
+   callback).
 3. ``xla``: XLA's own sort: on GPU/TPU/Metal always (chosen per platform by
    ``lax.platform_dependent`` when the program is lowered), and on CPU for small or
    collective programs when the others do not apply.
@@ -350,7 +353,9 @@ def sort(x: ArrayLike, *, axis: int = -1, backend: str = "auto") -> jax.Array:
       axis: static axis to sort along.
       backend: ``"auto"`` (default: the native kernel on CPU when it is available, else XLA's
         sort), ``"native"``, ``"host"`` (numpy through a host callback; single-device
-        programs only) or ``"xla"``.
+        programs, and only while no multi-device program is in flight anywhere in the
+        process: a host callback dispatched next to a running collective can abort the
+        process, see the module docstring) or ``"xla"``.
 
     Returns:
       The sorted array, same shape and dtype as ``x``.
