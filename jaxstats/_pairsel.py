@@ -13,21 +13,25 @@ vectorised binary search over all rows at once: ``O(n log n)`` per threshold and
 
 Selection with static shapes (:func:`select_pair`) keeps, per row, a half-open column bracket
 ``[L_i, R_i)`` of *candidates*; every pair left of the bracket is known to rank below the target,
-every pair right of it above. Each round
+every pair right of it above. Each round (Floyd-Rivest style)
 
-1. draws a stratified sample of ``m`` candidates (``m = 4 n``, a static size), sorts it with the
-   :mod:`jaxstats._sort` kernel and picks two sample values ``p1 <= p2`` that bracket the
-   target rank with high probability (Floyd-Rivest style);
-2. splits every row at ``<= p1`` and ``< p2`` (two binary searches inside the brackets) and
-   keeps whichever splits are valid bounds. Both pivots are candidate values, so each round
-   removes at least one candidate, and a round that removes none proves that all candidates
-   are equal (the answer is then ``p1``). Typically a round keeps ``~5/sqrt(m)`` of them.
+1. takes a systematic sample of ``s = 4`` candidates per row (a static ``4 n`` values) at
+   fractions ``(t + u_i)/s`` of the row's bracket, with equidistributed per-row phases
+   ``u_i = frac(i / golden ratio)``; a sample stands for ``w_i / s`` candidates, so sorting the
+   sample (:mod:`jaxstats._sort` kernel) and accumulating weights estimates every sample
+   value's rank without bias. Two sample values ``p1 <= p2`` are picked 3 standard errors
+   below and above the target rank;
+2. splits every row at ``<= p1`` and ``< p2`` (binary searches inside the brackets, one loop)
+   and keeps whichever splits are valid bounds. Both pivots are candidate values, so each
+   round removes at least one candidate, and a round that removes none proves that all
+   candidates are equal (the answer is then ``p1``).
 
-When at most ``m`` candidates are left they are enumerated into a buffer of static size ``m``,
-sorted, and the target is read off. Typically two rounds suffice for ``n`` up to ``10^6``; the
-loop is a ``lax.while_loop`` and its exactness never depends on the sampling. Pair values are
-computed by one function everywhere, so comparisons are consistent and the result is the exact
-floating-point order statistic of the values a naive implementation would compute.
+When at most ``2 n`` candidates are left they are enumerated into a buffer of that static size,
+sorted, and the target is read off. Two rounds are typical for ``n`` from ``10^3`` to ``10^6``
+(measured); the loop is a ``lax.while_loop`` and its exactness never depends on the sampling.
+Pair values are computed by one function everywhere, so comparisons are consistent and the
+result is the exact floating-point order statistic of the values a naive implementation would
+compute.
 
 Counts reach ``n^2/2 > 2^31``: totals are kept exactly as two int32 limbs (``hi * 2^15 + lo``),
 which works without x64 for ``n < 2^22``.
@@ -49,11 +53,11 @@ __all__ = [
     "as_limbs",
     "cumsum",
     "cummax",
-    "cummin_reverse",
     "exact_total",
     "limbs_ge",
     "limbs_to_float",
     "pair_value",
+    "row_phases",
     "select_pair",
     "next_pair_value",
     "sn_inner",
@@ -94,15 +98,6 @@ def cummax(x: jax.Array) -> jax.Array:
     if x.shape[-1] < SCAN_MIN:
         return lax.cummax(x, axis=x.ndim - 1)
     return lax.associative_scan(jnp.maximum, lax.optimization_barrier(x), axis=x.ndim - 1)
-
-
-def cummin_reverse(x: jax.Array) -> jax.Array:
-    """Cumulative minimum from the right along the last axis."""
-    if x.shape[-1] < SCAN_MIN:
-        return lax.cummin(x, axis=x.ndim - 1, reverse=True)
-    return lax.associative_scan(
-        jnp.minimum, lax.optimization_barrier(x), reverse=True, axis=x.ndim - 1
-    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -244,6 +239,12 @@ def _enumerate(kind, a, L, R, size):
     return jnp.where(valid, vals, jnp.nan)
 
 
+def row_phases(n: int) -> jax.Array:
+    """``frac(i / golden ratio)`` for ``i < n`` in float32, exact (uint32 Fibonacci hashing)."""
+    golden = jnp.arange(n, dtype=jnp.uint32) * jnp.uint32(2654435769)  # wraps mod 2^32
+    return (golden >> 8).astype(jnp.float32) * (1.0 / (1 << 24))
+
+
 def _limbs_sub(a, b):
     """``a - b`` for limbs with ``a >= b``."""
     hi, lo = a[0] - b[0], a[1] - b[1]
@@ -298,14 +299,20 @@ def select_pair_rounds(
         return sort(vals)[jnp.clip(_limbs_to_int(k) - 1, 0, n_pairs - 1)], jnp.int32(0)
 
     s = int(per_row)
-    cap = s * n  # static size of the sample and of the final enumeration buffer
+    # Static size of the final enumeration buffer. Two rounds typically leave 0.5-0.7 n
+    # candidates (measured for n = 10^4..10^6), so 2 n rarely needs a third round while its
+    # sort costs half that of the 4 n sample.
+    cap = 2 * n
     dtype = a.dtype
     rows = jnp.arange(n, dtype=jnp.int32)
     # Sample t of row i sits at fraction (t + u_i)/s of the row's candidates. The per-row phase
     # u_i = frac(i / golden ratio) is equidistributed: with one common phase the rounding errors
     # of neighbouring rows (whose values cross a threshold at similar fractions) add up
-    # coherently and bias the rank estimates by up to C / (2 s).
-    phase = jnp.mod(jnp.arange(n, dtype=jnp.float32) * 0.6180339887498949, 1.0)
+    # coherently and bias the rank estimates by up to C / (2 s). The phase is computed exactly
+    # in uint32 (Fibonacci hashing): in float32, i * 0.618... keeps only ~4 fractional bits at
+    # i ~ 10^6, which puts 1/16 of all samples on their row's first candidate (measured: 600+
+    # rounds instead of 2 at n = 10^6).
+    phase = row_phases(n)
     offsets = (jnp.arange(s, dtype=jnp.float32)[None, :] + phase[:, None]) / s
 
     def cond(state):

@@ -1,8 +1,8 @@
 """O(n log n) forms of statistics defined over all O(n^2) pairs of observations.
 
-Every function sorts with the :mod:`jaxstats._sort` kernel (numpy's SIMD sort on CPU, XLA's
-sort elsewhere) and then works in (near) linear time, where the textbook definition compares
-every observation with every other one:
+Every function sorts with the :mod:`jaxstats._sort` kernels (native radix sorts and tie bounds
+on CPU, XLA's sort elsewhere) and then works in (near) linear time, where the textbook
+definition compares every observation with every other one:
 
 * rank correlations and two-sample tests: :func:`kendalltau` (Knight's algorithm: discordant
   pairs are inversions, counted bit by bit in ``log2 n`` vectorised passes), :func:`spearmanr`,
@@ -16,7 +16,8 @@ every observation with every other one:
 Conventions shared by all functions:
 
 * **Batching.** The statistic is computed along ``axis`` (default ``-1``, the ``obs`` axis of
-  ``[agents, obs]`` data); all other axes are batch axes, mapped with ``jax.vmap``. Every
+  ``[agents, obs]`` data, as :func:`jaxstats.rankdata`; scipy's two-sample tests default to
+  ``axis=0``); all other axes are batch axes, mapped with ``jax.vmap``. Every
   function is traceable, so callers may also ``vmap``/``jit`` it themselves (``jit`` belongs
   to the caller; options are static). Two-sample functions take samples of different lengths
   with equal batch shapes.
@@ -37,16 +38,17 @@ import functools
 import math
 from typing import Any, Callable, NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.scipy import special as jsp
-from jax.typing import ArrayLike
 
 from . import _checks, _pairsel
+from ._typing import ArrayLike
 from ._sort import argsort, sort, tie_bounds
-from .rank import _ranks_last, _raise_on_nan
+from .rank import _ranks_last
 
 __all__ = [
     "KendalltauResult",
@@ -107,6 +109,19 @@ class KstestResult(NamedTuple):
 # ----------------------------------------------------------------------------------------------
 # Input handling and batching
 # ----------------------------------------------------------------------------------------------
+
+
+def _raise_on_nan(fn: str, x: jax.Array, name: str) -> jax.Array:
+    """nan_policy='raise': an error now (eager) or at run time under jit (equinox.error_if)."""
+    msg = (
+        f"{fn}: '{name}' contains NaN and nan_policy='raise'. Use nan_policy='propagate' "
+        "(NaN results), or drop the NaNs first."
+    )
+    if not _checks.is_traced(x):
+        if bool(jnp.any(jnp.isnan(x))):
+            raise ValueError(msg)
+        return x
+    return eqx.error_if(x, jnp.any(jnp.isnan(x)), msg)
 
 
 def _prep(fn: str, name: str, x: Any, axis: Any, nan_policy: str) -> jax.Array:
@@ -364,11 +379,11 @@ def kendalltau(
     return _run(_kendall_core, (variant, alternative), x, y)
 
 
-def _check_n(fn: str, n: int) -> None:
-    if n > _pairsel.MAX_N:
+def _check_n(fn: str, n: int, limit: int = _pairsel.MAX_N) -> None:
+    if n > limit:
         raise ValueError(
-            f"{fn}: at most {_pairsel.MAX_N} observations per sample are supported (exact "
-            f"int32 limb counts); got {n}. Split the population or subsample."
+            f"{fn}: at most {limit} observations per sample are supported (exact int32 limb "
+            f"counts); got {n}. Split the population or subsample."
         )
 
 
@@ -528,8 +543,8 @@ def mannwhitneyu(
 
     Raises:
       TypeError: if an input is not real or ``axis`` not an int.
-      ValueError: on different batch shapes, a scalar input, an unknown option or a sample
-        of ``2^21`` or more.
+      ValueError: on different batch shapes, a scalar input, an unknown option or
+        ``n1 + n2 >= 2^21``.
 
     NaN and inf:
       ``±inf`` rank as extremes (equal infinities tie). NaN, or an empty sample, gives NaN.
@@ -553,7 +568,7 @@ def mannwhitneyu(
     x = _prep(fn, "x", x, axis, nan_policy)
     y = _prep(fn, "y", y, axis, nan_policy)
     _check_batch(fn, ("x", "y"), x, y)
-    _check_n(fn, 2 * (x.shape[-1] + y.shape[-1]))
+    _check_n(fn, x.shape[-1] + y.shape[-1], _pairsel.MAX_N // 2)  # ranks are doubled
     x, y = _promote(x, y)
     return _run(_mwu_core, (bool(use_continuity), alternative), x, y)
 
