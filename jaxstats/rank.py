@@ -382,6 +382,36 @@ def _quantile_sorted(s: jax.Array, q: jax.Array, method: str, n_valid=None) -> j
     return out.T.reshape(q.shape + s.shape[:-1])
 
 
+def _reduced_last(fn: str, x: jax.Array, axis: Any):
+    """Move the reduced ``axis`` (int, tuple or None) of ``x`` last, flattened into one axis.
+
+    Returns ``(xt, axes, shape)``: ``xt`` is ``[*kept dims, n]``, ``axes`` the normalized
+    reduced axes and ``shape`` the shape of ``x`` (a scalar counts as shape ``(1,)``).
+    """
+    if x.ndim == 0:
+        x = x.reshape(1)
+    if axis is None:
+        axes = tuple(range(x.ndim))
+    elif isinstance(axis, (tuple, list)):
+        axes = tuple(_checks.check_axis(fn, "axis", ax, x.ndim) for ax in axis)
+        if len(set(axes)) != len(axes):
+            raise ValueError(f"{fn}: 'axis' has repeated entries: {axis!r}.")
+    else:
+        axes = (_checks.check_axis(fn, "axis", axis, x.ndim),)
+    keep = tuple(i for i in range(x.ndim) if i not in axes)
+    n = int(np.prod([x.shape[i] for i in axes]))
+    xt = jnp.transpose(x, keep + axes).reshape(tuple(x.shape[i] for i in keep) + (n,))
+    return xt, axes, x.shape
+
+
+def _keepdims(out: jax.Array, axes: tuple, shape: tuple, lead: tuple = ()) -> jax.Array:
+    """Reshape a reduction's result to ``lead + shape`` with the reduced ``axes`` set to 1."""
+    shape = list(shape)
+    for ax in axes:
+        shape[ax] = 1
+    return out.reshape(tuple(lead) + tuple(shape))
+
+
 def quantile(
     a: ArrayLike,
     q: Any,
@@ -426,32 +456,15 @@ def quantile(
     _checks.check_option(fn, "method", method, QUANTILE_METHODS)
     x = _float_input(fn, "a", a)
     qa = _float_input(fn, "q", q).astype(x.dtype)
-    if x.ndim == 0:
-        x = x.reshape(1)
-    if axis is None:
-        axes = tuple(range(x.ndim))
-    elif isinstance(axis, (tuple, list)):
-        axes = tuple(_checks.check_axis(fn, "axis", ax, x.ndim) for ax in axis)
-        if len(set(axes)) != len(axes):
-            raise ValueError(f"{fn}: 'axis' has repeated entries: {axis!r}.")
-    else:
-        axes = (_checks.check_axis(fn, "axis", axis, x.ndim),)
-    keep = tuple(i for i in range(x.ndim) if i not in axes)
-    xt = jnp.transpose(x, keep + axes)
-    batch_shape = tuple(x.shape[i] for i in keep)
-    n = int(np.prod([x.shape[i] for i in axes]))
-    if n == 0:
+    xt, axes, shape = _reduced_last(fn, x, axis)
+    if xt.shape[-1] == 0:
         raise ValueError(f"{fn}: cannot take quantiles over an empty axis (length 0).")
-    xt = xt.reshape(batch_shape + (n,))
     s = sort(xt, axis=-1)
     out = _quantile_sorted(s, qa, method)
     has_nan = jnp.isnan(s[..., -1])  # NaNs sort last
     out = jnp.where(has_nan, jnp.nan, out)
     if keepdims:
-        shape = list(x.shape)
-        for ax in axes:
-            shape[ax] = 1
-        out = out.reshape(qa.shape + tuple(shape))
+        out = _keepdims(out, axes, shape, qa.shape)
     return out
 
 
@@ -481,19 +494,10 @@ def median(
     """
     fn = "median"
     x = _float_input(fn, "a", a)
-    if x.ndim == 0:
-        x = x.reshape(1)
-    if axis is None:
-        axes = tuple(range(x.ndim))
-    elif isinstance(axis, (tuple, list)):
-        axes = tuple(_checks.check_axis(fn, "axis", ax, x.ndim) for ax in axis)
-    else:
-        axes = (_checks.check_axis(fn, "axis", axis, x.ndim),)
-    keep = tuple(i for i in range(x.ndim) if i not in axes)
-    n = int(np.prod([x.shape[i] for i in axes]))
+    xt, axes, shape = _reduced_last(fn, x, axis)
+    n = xt.shape[-1]
     if n == 0:
         raise ValueError(f"{fn}: cannot take the median over an empty axis (length 0).")
-    xt = jnp.transpose(x, keep + axes).reshape(tuple(x.shape[i] for i in keep) + (n,))
     s = sort(xt, axis=-1)
     if n % 2:
         out = s[..., n // 2]
@@ -501,8 +505,5 @@ def median(
         out = (s[..., n // 2 - 1] + s[..., n // 2]) / 2
     out = jnp.where(jnp.isnan(s[..., -1]), jnp.nan, out)
     if keepdims:
-        shape = list(x.shape)
-        for ax in axes:
-            shape[ax] = 1
-        out = out.reshape(tuple(shape))
+        out = _keepdims(out, axes, shape)
     return out

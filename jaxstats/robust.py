@@ -16,7 +16,9 @@ from .rank import (
     PERCENTILE_KINDS,
     QUANTILE_METHODS,
     _population_percentile_last,
+    _keepdims,
     _quantile_sorted,
+    _reduced_last,
     _raise_on_nan,
 )
 from ._sort import sort, tie_bounds
@@ -32,29 +34,8 @@ MEANAD_NORMAL_SCALE = 1.2533141373155003
 
 
 def _reduce_last(fn: str, a: Any, axis):
-    """Move the reduced axes of ``a`` last and flatten them: ``(x, batch_shape, axes)``."""
-    x = _checks.as_float_array(fn, "x", a)
-    if x.ndim == 0:
-        x = x.reshape(1)
-    if axis is None:
-        axes = tuple(range(x.ndim))
-    elif isinstance(axis, (tuple, list)):
-        axes = tuple(_checks.check_axis(fn, "axis", ax, x.ndim) for ax in axis)
-    else:
-        axes = (_checks.check_axis(fn, "axis", axis, x.ndim),)
-    keep = tuple(i for i in range(x.ndim) if i not in axes)
-    n = int(np.prod([x.shape[i] for i in axes]))
-    batch = tuple(x.shape[i] for i in keep)
-    return jnp.transpose(x, keep + axes).reshape(batch + (n,)), batch, axes, x.shape
-
-
-def _keep(out, keepdims, axes, shape):
-    if not keepdims:
-        return out
-    shape = list(shape)
-    for ax in axes:
-        shape[ax] = 1
-    return out.reshape(tuple(shape))
+    """``a`` as a float array with the reduced axes moved last: ``(x, axes, shape)``."""
+    return _reduced_last(fn, _checks.as_float_array(fn, "x", a), axis)
 
 
 def _nan_quantiles(s, q, method, nan_policy):
@@ -110,7 +91,7 @@ def iqr(
     if isinstance(scale, str):
         _checks.check_option(fn, "scale", scale, ("normal",))
         scale = IQR_NORMAL_SCALE
-    xs, batch, axes, shape = _reduce_last(fn, x, axis)
+    xs, axes, shape = _reduce_last(fn, x, axis)
     if xs.shape[-1] == 0:
         raise ValueError(f"{fn}: cannot reduce over an empty axis.")
     if nan_policy == "raise":
@@ -119,7 +100,7 @@ def iqr(
     q = jnp.asarray([rng[0] / 100.0, rng[1] / 100.0], xs.dtype)
     lo_hi = _nan_quantiles(s, q, interpolation, nan_policy)
     out = (lo_hi[1] - lo_hi[0]) / jnp.asarray(scale, xs.dtype)
-    return _keep(out, keepdims, axes, shape)
+    return _keepdims(out, axes, shape) if keepdims else out
 
 
 def _median_sorted(s, nan_policy):
@@ -183,7 +164,7 @@ def median_abs_deviation(
         scale = 1.0 / MAD_NORMAL_SCALE
     if center is not None and not callable(center):
         raise TypeError(f"{fn}: 'center' must be None or a callable; got {center!r}.")
-    xs, batch, axes, shape = _reduce_last(fn, x, axis)
+    xs, axes, shape = _reduce_last(fn, x, axis)
     if xs.shape[-1] == 0:
         raise ValueError(f"{fn}: cannot reduce over an empty axis.")
     if nan_policy == "raise":
