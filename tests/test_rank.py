@@ -11,6 +11,7 @@ import pytest
 import scipy.stats as ss
 from hypothesis import given
 from hypothesis import strategies as st
+from jax.test_util import check_grads
 
 import jaxstats
 
@@ -579,7 +580,7 @@ def test_quantile_and_median_gradients():
     expected = np.zeros(9, np.float32)
     expected[order[2]], expected[order[3]] = 0.6, 0.4
     np.testing.assert_allclose(g, expected, atol=1e-6)
-    jax.test_util.check_grads(
+    check_grads(
         jax.jit(lambda v: jaxstats.quantile(v, Q, method="hazen")), (x,), order=1, modes=("fwd", "rev"), eps=1e-2
     )
 
