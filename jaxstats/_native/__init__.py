@@ -1,9 +1,12 @@
-"""Build, cache and register the native CPU kernels (``kernels.cc``) with the XLA FFI.
+"""Build, cache and register the native CPU kernels (``*.cc`` in this folder) with the XLA FFI.
 
-The C++ source ships with the package and is compiled on first use with the system C++
-compiler against the FFI headers of the installed jaxlib (``jax.ffi.include_dir()``), into a
-per-user cache (``$JAXSTATS_CACHE_DIR``, default ``~/.cache/jaxstats``), keyed by a hash of
-the source, the compiler flags and the jaxlib version. Compilation takes a few seconds, once.
+The C++ sources ship with the package and are compiled on first use with the system C++
+compiler against the FFI headers of the installed jaxlib (``jax.ffi.include_dir()``), into one
+shared library in a per-user cache (``$JAXSTATS_CACHE_DIR``, default ``~/.cache/jaxstats``),
+keyed by a hash of the sources, the compiler flags, the jaxlib version and the host CPU's
+instruction-set flags (the library is built for the host CPU, ``-march=native``, so a cache
+shared between different machines never hands one a library it cannot run; set
+``JAXSTATS_NATIVE_MARCH=0`` for a portable build). Compilation takes a few seconds, once.
 
 Without a compiler (or with ``JAXSTATS_NATIVE=0``) nothing is built: :func:`load` returns
 ``None``, :func:`status` says why, and jaxstats falls back to numpy (through a host
@@ -24,16 +27,39 @@ import jax
 
 __all__ = ["load", "status", "TARGETS"]
 
-#: FFI targets defined in kernels.cc.
-TARGETS = ("JaxstatsArgsort", "JaxstatsSort", "JaxstatsTieBounds", "JaxstatsDenseRank")
+#: C++ sources (in this folder) and the FFI targets each defines.
+SOURCES = {
+    "kernels.cc": ("JaxstatsArgsort", "JaxstatsSort", "JaxstatsTieBounds", "JaxstatsDenseRank"),
+}
+#: Every FFI target, in registration order.
+TARGETS = tuple(t for targets in SOURCES.values() for t in targets)
 
 _FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-w", "-DJAXSTATS_RADIX_BITS=8"]
 _lock = threading.Lock()
 _state: dict = {"lib": None, "tried": False, "status": "not loaded yet"}
 
 
-def _source_path() -> str:
-    return os.path.join(os.path.dirname(__file__), "kernels.cc")
+def _source_paths() -> list[str]:
+    return [os.path.join(os.path.dirname(__file__), name) for name in SOURCES]
+
+
+def _flags() -> list[str]:
+    flags = list(_FLAGS)
+    if os.environ.get("JAXSTATS_NATIVE_MARCH", "1") != "0":
+        flags.append("-march=native")
+    return flags
+
+
+def _cpu_signature() -> bytes:
+    """The host CPU's model and instruction-set flags (what ``-march=native`` depends on)."""
+    try:
+        with open("/proc/cpuinfo", "rb") as f:
+            lines = [ln for ln in f.read().splitlines() if ln.startswith((b"flags", b"model name"))]
+        return b"\n".join(sorted(set(lines)))
+    except OSError:
+        import platform
+
+        return (platform.machine() + platform.processor()).encode()
 
 
 def _compiler() -> str | None:
@@ -46,11 +72,14 @@ def _compiler() -> str | None:
 def _build(cxx: str) -> str:
     import jaxlib
 
-    src = _source_path()
-    with open(src, "rb") as f:
-        code = f.read()
+    srcs = _source_paths()
+    flags = _flags()
+    code = b""
+    for src in srcs:
+        with open(src, "rb") as f:
+            code += f.read()
     key = hashlib.sha256(
-        code + " ".join(_FLAGS).encode() + jaxlib.__version__.encode() + cxx.encode()
+        code + " ".join(flags).encode() + jaxlib.__version__.encode() + cxx.encode() + _cpu_signature()
     ).hexdigest()[:16]
     cache = os.environ.get("JAXSTATS_CACHE_DIR") or os.path.join(
         os.path.expanduser("~"), ".cache", "jaxstats"
@@ -61,7 +90,7 @@ def _build(cxx: str) -> str:
         return out
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
     os.close(fd)
-    cmd = [cxx, *_FLAGS, "-I", jax.ffi.include_dir(), src, "-o", tmp]
+    cmd = [cxx, *flags, "-I", jax.ffi.include_dir(), *srcs, "-o", tmp]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if proc.returncode != 0:
