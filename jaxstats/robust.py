@@ -123,6 +123,76 @@ def _median_sorted(s, nan_policy):
     return jnp.where(jnp.any(isnan, axis=-1), jnp.nan, med)
 
 
+def _mad_sorted(s, med, nan_policy):
+    """``_median_sorted(sort(|s - med|), nan_policy)`` without the second sort.
+
+    ``s`` holds sorted rows (NaNs last) and ``med`` their centre (shape ``s.shape[:-1]``). The
+    computed deviations ``|s_i - med|`` of the elements below ``med`` form one ascending run
+    when read right to left, and those of the rest another when read left to right (rounding
+    of ``s_i - med`` is monotone in ``s_i``), so the middle deviations are the k-th of the
+    union of two sorted runs: a binary search of ``ceil(log2(n + 1)) + 1`` fixed steps per
+    row, O(log n) after the sort the median already needed. Values (and gradients) are those
+    of the deviations themselves, bit for bit as the sort-based formula."""
+    n = s.shape[-1]
+    isnan = jnp.isnan(s)
+    nv = n - jnp.sum(isnan, axis=-1)  # valid elements (NaNs sit at the end of each row)
+    m = med[..., None]
+    p = jnp.sum(s < m, axis=-1)  # length of the left run (elements below the centre)
+    n_b = nv - p
+
+    def dev_at(idx):  # idx: [..., 2] (the two middle ranks at once)
+        v = jnp.take_along_axis(s, jnp.clip(idx, 0, n - 1), axis=-1)
+        return jnp.abs(v - m)
+
+    def left(i):  # i-th smallest deviation of the left run
+        return dev_at(p - 1 - i)
+
+    def right(j):  # j-th smallest deviation of the right run
+        return dev_at(p + j)
+
+    p, n_b = p[..., None], n_b[..., None]
+    neg_inf = jnp.full(med.shape + (2,), -jnp.inf, s.dtype)
+    steps = max(1, int(np.ceil(np.log2(n + 1))) + 1)
+
+    def kth(k):
+        # smallest i (elements taken from the left run among the k + 1 smallest) such that
+        # the partition is not short of left elements
+        lo = jnp.maximum(0, k + 1 - n_b)
+        hi = jnp.minimum(k + 1, p)
+
+        def body(_, carry):
+            lo, hi = carry
+            mid = (lo + hi) // 2
+            j = k + 1 - mid
+            short = (mid < p) & (j > 0) & (right(j - 1) > left(mid))
+            active = lo < hi
+            lo = jnp.where(active & short, mid + 1, lo)
+            hi = jnp.where(active & ~short, mid, hi)
+            return lo, hi
+
+        i, _ = jax.lax.fori_loop(0, steps, body, (lo, hi), unroll=True)
+        j = k + 1 - i
+        a = jnp.where(i > 0, left(i - 1), neg_inf)
+        b = jnp.where(j > 0, right(j - 1), neg_inf)
+        return jnp.maximum(a, b)
+
+    k_lo = jnp.clip((nv - 1) // 2, 0, n - 1)
+    k_hi = jnp.clip(nv // 2, 0, n - 1)
+    ab = kth(jnp.stack([k_lo, k_hi], axis=-1))
+    a, b = ab[..., 0], ab[..., 1]
+    mid = jnp.where(a == b, a, b - (b - a) * 0.5)  # as _median_sorted, bit for bit
+    out = jnp.where(k_lo == k_hi, a, mid)
+    out = jnp.where(out == 0, jnp.zeros((), s.dtype), out)
+    # An infinite centre: the deviations of the elements equal to it are NaN (inf - inf), the
+    # others +inf.
+    n_eq = jnp.sum(s == m, axis=-1)
+    inf_out = jnp.where((nan_policy == "omit") & (nv - n_eq > 0), jnp.inf, jnp.nan).astype(s.dtype)
+    out = jnp.where(jnp.isinf(med), inf_out, out)
+    if nan_policy == "omit":
+        return jnp.where(nv > 0, out, jnp.nan)
+    return jnp.where(jnp.any(isnan, axis=-1) | jnp.isnan(med), jnp.nan, out)
+
+
 def median_abs_deviation(
     x: ArrayLike,
     axis: int | Sequence[int] | None = 0,
@@ -170,7 +240,9 @@ def median_abs_deviation(
     if nan_policy == "raise":
         xs = _raise_on_nan(fn, xs, "x")
     if center is None:
-        med = _median_sorted(sort(xs, axis=-1), nan_policy)[..., None]
+        s = sort(xs, axis=-1)
+        med = _median_sorted(s, nan_policy)
+        return _mad_sorted(s, med, nan_policy) / jnp.asarray(scale, xs.dtype)
     else:
         if nan_policy == "omit" and center in (jnp.mean, np.mean):
             center = jnp.nanmean  # scipy drops NaNs before calling center
@@ -233,9 +305,10 @@ def _zscore_last(xs, s, nan_policy):
     """Robust z of rows ``xs`` given their sorted copy ``s``: ``(z, median, mad)``."""
     isnan = jnp.isnan(xs)
     pol = "omit" if nan_policy == "omit" else "propagate"
-    med = _median_sorted(s, pol)[..., None]
+    med0 = _median_sorted(s, pol)
+    med = med0[..., None]
     dev = jnp.abs(xs - med)
-    mad = _median_sorted(sort(dev, axis=-1), pol)[..., None]
+    mad = _mad_sorted(s, med0, pol)[..., None]
     n_valid = jnp.sum(~isnan, axis=-1, keepdims=True).astype(xs.dtype)
     mean_ad = jnp.sum(jnp.where(isnan, 0.0, dev), axis=-1, keepdims=True) / jnp.maximum(n_valid, 1)
     denom = jnp.where(mad > 0, MAD_NORMAL_SCALE * mad, MEANAD_NORMAL_SCALE * mean_ad)
