@@ -12,7 +12,10 @@ Tables:
      spot-checked against mpmath at 50 digits on a 2,000-term subset.
   3. Per-point sequential Bayesian update as the prototype does it (Python loop, K = 2 posterior
      vector normalized every step, float64) vs jaxstats.log_posterior batched (jitted).
-  4. Cost of compensated accumulation vs a plain jnp.sum, several formulations.
+  4. Cost of compensated accumulation vs a plain jnp.sum, float32 and float64 at 10**6 and
+     10**7: the native CPU kernel (jaxstats/_native/reduce.cc, the default on CPU) next to the
+     XLA formulation (other platforms / JAXSTATS_NATIVE=0), and the XLA variants explored
+     before it (float32; 10**6 only with --quick).
   5. 10**6 agents x 10**3 points streamed through the log_evidence sketch (agent-points/s).
   6. One stream of 10**9 sequential updates (10**7 with --quick): float32 state vs exact sum.
 """
@@ -37,6 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from _timing import fmt_time, machine_line, print_table  # noqa: E402
 
+from jaxstats import _native  # noqa: E402
 from jaxstats import _numerics as nm  # noqa: E402
 from jaxstats import evidence as ev  # noqa: E402
 from jaxstats.sketch.evidence import log_evidence  # noqa: E402
@@ -299,10 +303,31 @@ def _adversarial(n: int, cond: float, dt, seed: int = 0) -> np.ndarray:
     return x.astype(dt)
 
 
-def table_cost(sizes):
-    forms = {
+def _on_path(fn, native: bool):
+    """``fn`` traced with jaxstats' compensated reductions on the native kernel or on XLA."""
+
+    def f(x):
+        old = ev._USE_NATIVE
+        ev._USE_NATIVE = native
+        try:
+            return fn(x)
+        finally:
+            ev._USE_NATIVE = old
+
+    return f
+
+
+def table_cost(sizes, dtypes, extra_sizes):
+    """Rows for every (n, dtype): jnp.sum, jaxstats.compensated_sum on its CPU default (the
+    native kernel, jaxstats/_native/reduce.cc) and on the XLA formulation (other platforms,
+    JAXSTATS_NATIVE=0); for float32 at ``extra_sizes`` also the XLA formulations explored before
+    the native kernel."""
+    main = {
         "jnp.sum (plain, reference)": jnp.sum,
-        "jaxstats.compensated_sum (library default)": ev.compensated_sum,
+        "jaxstats.compensated_sum, native kernel (CPU default)": _on_path(ev.compensated_sum, True),
+        "jaxstats.compensated_sum, XLA formulation (fallback)": _on_path(ev.compensated_sum, False),
+    }
+    extra = {
         "TwoSum lanes, fori + dynamic_slice, 256 lanes": _lanes_fori(256),
         "TwoSum lanes, fori + dynamic_slice, 1024 lanes": _lanes_fori(1024),
         "TwoSum lanes, fori + dynamic_slice, 8192 lanes": _lanes_fori(8192),
@@ -311,26 +336,35 @@ def table_cost(sizes):
         "variadic lax.reduce (TwoSum combiner), 1024 lanes": _variadic_reduce(1024),
     }
     rows = []
-    best = {}
-    for n in sizes:
-        x = _adversarial(n, 1e4, np.float32, seed=n % 1000)
-        exact = math.fsum(x.astype(np.float64))
-        xj = jnp.asarray(x)
-        t_ref = None
-        for name, fn in forms.items():
-            f = jax.jit(fn)
-            t = timeit(f, xj, repeats=9)
-            if t_ref is None:
-                t_ref = t
-            v = float(f(xj))
-            rows.append((n, name, fmt_time(t), f"{t / t_ref:.2f}x", f"{ulps(v, exact, np.float32):.3g}"))
-            if name.startswith("TwoSum") or name.startswith("variadic") or name.startswith("jaxstats"):
-                best.setdefault(n, []).append((t / t_ref, name))
-    print("\n### 4. Compensated accumulation cost vs plain jnp.sum (float32, condition number ~1e4)\n")
-    print_table(["n", "formulation", "time", "vs jnp.sum", "error (ulps)"], rows)
-    for n, lst in best.items():
-        r, name = min(lst)
-        print(f"fastest compensated formulation at n = {n:,}: {name} ({r:.2f}x jnp.sum; goal <= 2x)")
+    summary = []
+    for dt in dtypes:
+        for n in sizes:
+            x = _adversarial(n, 1e4, dt, seed=n % 1000)
+            exact = math.fsum(x.astype(np.float64))
+            xj = jnp.asarray(x)
+            forms = dict(main)
+            if dt == np.float32 and n in extra_sizes:
+                forms.update(extra)
+            t_ref = None
+            ratios = {}
+            for name, fn in forms.items():
+                f = jax.jit(fn)
+                t = timeit(f, xj, repeats=9 if n <= 10**6 else 5)
+                if t_ref is None:
+                    t_ref = t
+                v = float(f(xj))
+                ratios[name] = t / t_ref
+                rows.append((n, np.dtype(dt).name, name, fmt_time(t), f"{t / t_ref:.2f}x", f"{ulps(v, exact, dt):.3g}"))
+            best = min((r, k) for k, r in ratios.items() if not k.startswith("jnp.sum"))
+            summary.append((n, np.dtype(dt).name, ratios, best))
+    print("\n### 4. Compensated accumulation cost vs plain jnp.sum (condition number ~1e4)\n")
+    print(f"native kernels: {_native.status()}")
+    print_table(["n", "dtype", "formulation", "time", "vs jnp.sum", "error (ulps)"], rows)
+    for n, name, ratios, (r, k) in summary:
+        nat = ratios["jaxstats.compensated_sum, native kernel (CPU default)"]
+        xla = ratios["jaxstats.compensated_sum, XLA formulation (fallback)"]
+        print(f"n = {n:,} {name}: native {nat:.2f}x jnp.sum, XLA formulation {xla:.2f}x "
+              f"(goal <= 2x for float32); fastest compensated: {k} ({r:.2f}x)")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -479,14 +513,14 @@ def main(argv=None):
         table_llr_sum([10**6], [np.float32, np.float64])
         table_logsumexp([10**6], [np.float32, np.float64])
         table_sequential(10**6, 10**5)
-        table_cost([10**6])
+        table_cost([10**6, 10**7], [np.float32, np.float64], extra_sizes=[10**6])
         table_streaming(10**4, 10**2, 50)
         table_long_stream(10**7)
     else:
         table_llr_sum([10**6, 10**7], [np.float32, np.float64])
         table_logsumexp([10**6, 10**7], [np.float32, np.float64])
         table_sequential(10**6, 10**6)
-        table_cost([10**6, 10**7])
+        table_cost([10**6, 10**7], [np.float32, np.float64], extra_sizes=[10**6, 10**7])
         table_streaming(10**6, 10**3, 50)
         table_long_stream(10**9)
     print(f"\ntotal benchmark time: {time.perf_counter() - t_start:.0f} s")

@@ -628,3 +628,366 @@ def test_cusum_errors():
         ev.cusum(F32(1.0), 1.0)
     with pytest.raises(ValueError, match="cusum: 'axis'=2 is out of bounds"):
         ev.cusum(jnp.zeros((2, 2)), 1.0, axis=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Native CPU reductions (jaxstats/_native/reduce.cc) vs the XLA formulation
+# ---------------------------------------------------------------------------------------------
+
+from jaxstats import _native  # noqa: E402
+
+_TARGETS = ("JaxstatsCompensatedSum", "JaxstatsDifferenceSum", "JaxstatsCenteredSum")
+
+
+@pytest.fixture
+def native():
+    """Skip when the native kernels cannot be built here (no compiler, JAXSTATS_NATIVE=0)."""
+    if _native.load() is None:
+        pytest.skip(f"native kernels unavailable: {_native.status()}")
+
+
+def _run(monkeypatch, use_native: bool, fn, *args):
+    """``jit(fn)(*args)`` on one path, and whether the traced program calls a native target.
+
+    A fresh function object per call, so no trace cached for the other path is reused.
+    """
+    monkeypatch.setattr(ev, "_USE_NATIVE", use_native)
+    f = jax.jit(lambda *a: fn(*a))
+    text = str(jax.make_jaxpr(f)(*args))
+    return jax.tree.map(np.asarray, f(*args)), any(t in text for t in _TARGETS)
+
+
+def _both(monkeypatch, fn, *args):
+    """(native result, XLA result); asserts that each path is the one that ran."""
+    got, called = _run(monkeypatch, True, fn, *args)
+    assert called, "the native kernel was not used"
+    ref, called = _run(monkeypatch, False, fn, *args)
+    assert not called, "the fallback still called the native kernel"
+    return got, ref
+
+
+def _ulps_of(got, exact, dtype) -> np.ndarray:
+    """Elementwise |got - exact| in ulps of ``dtype`` at the correctly rounded exact value."""
+    cr = np.asarray(exact, np.float64).astype(dtype)
+    spacing = np.spacing(np.abs(cr)).astype(np.float64)
+    return np.abs(np.asarray(got, np.float64) - cr.astype(np.float64)) / spacing
+
+
+def _ill_conditioned(shape, dtype, seed):
+    """Columns (along axis 0) of big +-pairs that nearly cancel plus a remainder of mean 1:
+    condition number ~1e4 in float32 (as _adversarial), ~1e12 in float64."""
+    rng = np.random.default_rng(seed)
+    n = shape[0]
+    rest = shape[1:]
+    third = n // 3
+    scale, wobble = (2.5e3, 1e-7) if dtype == np.float32 else (1e12, 1e-15)
+    big = rng.standard_normal((third, *rest)) * scale
+    small = rng.standard_normal((n - 2 * third, *rest)) + 1.0
+    x = np.concatenate([big, -big * (1 + wobble * rng.standard_normal((third, *rest))), small])
+    return rng.permutation(x, axis=0).astype(dtype)
+
+
+def _fsum_axis0(x: np.ndarray) -> np.ndarray:
+    flat = x.reshape(x.shape[0], -1).astype(np.float64)
+    return np.array([math.fsum(flat[:, j]) for j in range(flat.shape[1])]).reshape(x.shape[1:])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("inner", [1, 2, 3, 15, 16, 17, 100])
+def test_native_compensated_sum_matches_fsum_and_xla(native, monkeypatch, dtype, inner):
+    """Every kernel path (stream with inner-periodic lanes, short blocks, column-vectorized) is
+    within 1 ulp of the exact sum on ill-conditioned data, as the XLA formulation is."""
+    with jax.enable_x64(dtype == np.float64):
+        for n in (5, 64, 4099):
+            x = _ill_conditioned((n, inner), dtype, seed=n * 131 + inner)
+            exact = _fsum_axis0(x)
+            got, ref = _both(monkeypatch, lambda v: ev.compensated_sum(v, 0), x)
+            assert got.dtype == dtype and got.shape == (inner,)
+            assert _ulps_of(got, exact, dtype).max() <= 1, (n, inner)
+            assert _ulps_of(ref, exact, dtype).max() <= 1, (n, inner)
+            # the same columns with outer batches ([outer, n, inner], middle axis reduced) and
+            # as rows of the transpose (inner = 1 per row)
+            xb = np.stack([x, -x[::-1], x * 2])
+            got_b, _ = _run(monkeypatch, True, lambda v: ev.compensated_sum(v, 1), xb)
+            assert _ulps_of(got_b, np.stack([exact, -exact, 2 * exact]), dtype).max() <= 1
+            got_t, _ = _run(monkeypatch, True, lambda v: ev.compensated_sum(v, -1), np.ascontiguousarray(x.T))
+            assert _ulps_of(got_t, exact, dtype).max() <= 1
+        flat, _ = _run(monkeypatch, True, ev.compensated_sum, x)
+        assert _ulps_of(flat, math.fsum(x.ravel().astype(np.float64)), dtype) <= 1
+
+
+def test_native_compensated_sum_million_float32_one_ulp(native, monkeypatch):
+    x = _adversarial(1_000_003, 1e4, seed=17)
+    exact = math.fsum(x.astype(np.float64))
+    got, ref = _both(monkeypatch, ev.compensated_sum, x)
+    assert _ulps(got, exact) <= 1 and _ulps(ref, exact) <= 1
+    assert _ulps(jax.jit(jnp.sum)(x), exact) > 1  # the data is hard enough to matter
+
+
+def test_native_compensated_sum_axes_keepdims_where(native, monkeypatch):
+    rng = np.random.default_rng(21)
+    x = (rng.standard_normal((3, 4, 5, 6)) * 10.0 ** rng.integers(-3, 4, (3, 4, 5, 6))).astype(F32)
+    w = rng.random(x.shape) > 0.3
+    xm = np.where(w, x, 0).astype(np.float64)
+    for axis in [None, 0, 1, 3, -1, (0, 1), (1, 2), (2, 3), (0, 2), (1, 3), (0, 3), (0, 1, 2, 3), (0, 1, 3)]:
+        for keepdims in (False, True):
+            fn = lambda v, m: ev.compensated_sum(v, axis, keepdims=keepdims, where=m)  # noqa: E731
+            got, ref = _both(monkeypatch, fn, x, w)
+            want = np.sum(xm, axis=axis, keepdims=keepdims)
+            assert got.shape == want.shape == ref.shape
+            # both paths within 1 ulp of the exact sum (a float64 sum of <= 360 float32 terms)
+            assert _ulps_of(got, want, F32).max() <= 1, axis
+            assert _ulps_of(ref, want, F32).max() <= 1, axis
+    # where broadcast from a smaller mask
+    small_mask = jnp.array([True, False, True, True])
+    got, ref = _both(monkeypatch, lambda v: ev.compensated_sum(v, 0, where=small_mask), x[0, :, :, 0].T)
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_native_compensated_sum_empty_and_length_one(native, monkeypatch):
+    cases = [
+        ((0,), None), ((3, 0), 1), ((0, 4), 0), ((0, 3), 1), ((2, 0, 3), 1), ((2, 0, 3), (0, 2)),
+        ((1,), None), ((1, 5), 0), ((4, 1), 1),
+    ]
+    rng = np.random.default_rng(2)
+    for shape, axis in cases:
+        x = rng.standard_normal(shape).astype(F32)
+        got, ref = _both(monkeypatch, lambda v: ev.compensated_sum(v, axis), x)
+        want = np.sum(x.astype(np.float64), axis=axis)
+        assert got.shape == want.shape == ref.shape, shape
+        np.testing.assert_array_equal(got, want.astype(F32))  # exact: at most one term each
+        np.testing.assert_array_equal(ref, want.astype(F32))
+    g = jax.grad(lambda v: ev.compensated_sum(v, 0).sum())(jnp.zeros((0, 3)))
+    assert g.shape == (0, 3)
+
+
+@pytest.mark.parametrize("inner", [1, 3, 17])
+def test_native_compensated_sum_non_finite_like_a_plain_sum(native, monkeypatch, inner):
+    inf, nan = np.inf, np.nan
+    patterns = [(inf,), (-inf, -inf), (inf, -inf), (nan,), (1.0, nan, inf), (-inf, 5.0), (3e38, 3e38), ()]
+    want = [inf, -inf, nan, nan, nan, -inf, inf, None]
+    for n in (6, 5000):  # short blocks and the stream/column loops
+        x = np.ones((n, len(patterns) * inner), F32)
+        for p, vals in enumerate(patterns):
+            for c in range(inner):
+                rows = np.random.default_rng(p * 7 + c).choice(n, len(vals), replace=False)
+                x[rows, p * inner + c] = vals
+        got, ref = _both(monkeypatch, lambda v: ev.compensated_sum(v, 0), x)
+        np.testing.assert_array_equal(got, ref)
+        for p, w in enumerate(want):
+            col = got[p * inner : (p + 1) * inner]
+            if w is None:
+                np.testing.assert_array_equal(col, np.full(inner, n, F32))
+            else:
+                np.testing.assert_array_equal(col, np.full(inner, w, F32))
+
+
+def test_native_compensated_sum_vmap_grad_jit(native, monkeypatch):
+    monkeypatch.setattr(ev, "_USE_NATIVE", True)
+    xs = np.stack([_adversarial(3000, 1e4, seed=s) for s in range(4)])  # [4, 3000]
+    exact = [math.fsum(r.astype(np.float64)) for r in xs]
+    for in_axes, data in [(0, xs), (1, np.ascontiguousarray(xs.T))]:
+        got = jax.jit(jax.vmap(ev.compensated_sum, in_axes=in_axes))(data)
+        for i in range(4):
+            assert _ulps(got[i], exact[i]) <= 1
+    # vmap with a keepdims reduction inside and an unbatched mask
+    mask = np.arange(3000) % 3 != 0
+    m2 = mask.reshape(30, 100)
+    got = jax.jit(jax.vmap(lambda v: ev.compensated_sum(v.reshape(30, 100), 0, keepdims=True, where=m2)))(xs)
+    assert got.shape == (4, 1, 100)
+    want = np.where(mask, xs, 0).astype(np.float64).reshape(4, 30, 100).sum(1, keepdims=True)
+    assert _ulps_of(got, want, F32).max() <= 1
+    # gradients (forward and reverse), also under vmap and jit
+    w = jnp.array([True, False, True, True])
+    v0 = jnp.array([0.3, -1.2, 2.0, 0.5])
+    check_grads(lambda v: ev.compensated_sum(v, 0, where=w), (v0,), order=1, modes=["fwd", "rev"])
+    check_grads(lambda v: ev.compensated_sum(v, (0, 2)), (jnp.ones((2, 3, 4)) * 0.25,), order=1, modes=["fwd", "rev"])
+    g = jax.jit(jax.vmap(jax.grad(lambda v: ev.compensated_sum(v, where=w))))(jnp.ones((3, 4)))
+    np.testing.assert_array_equal(np.asarray(g), np.tile([1.0, 0.0, 1.0, 1.0], (3, 1)))
+    _, t = jax.jvp(lambda v: ev.compensated_sum(v, 1), (jnp.ones((2, 5)),), (jnp.arange(10.0).reshape(2, 5),))
+    np.testing.assert_array_equal(np.asarray(t), [10.0, 35.0])
+    assert "JaxstatsCompensatedSum" in str(jax.make_jaxpr(jax.grad(lambda v: ev.compensated_sum(v)))(jnp.ones(3)))
+
+
+def test_native_compensated_sum_float64_correctly_rounded(native, monkeypatch, x64):
+    rng = np.random.default_rng(4)
+    big = rng.standard_normal(70_000) * 1e8
+    x = np.concatenate([big, -big * (1 + 1e-15 * rng.standard_normal(70_000)), rng.standard_normal(70_003)])
+    rng.shuffle(x)
+    got, ref = _both(monkeypatch, ev.compensated_sum, x)
+    assert got.dtype == np.float64
+    exact = math.fsum(x)
+    assert _ulps_of(got, exact, np.float64) <= 1 and _ulps_of(ref, exact, np.float64) <= 1
+
+
+def test_native_log_bayes_factor_matches_fsum_and_xla(native, monkeypatch):
+    rng = np.random.default_rng(12)
+    l0 = rng.normal(-1000, 10, (50_001, 3)).astype(F32)
+    l1 = (l0 + rng.normal(0.01, 0.2, l0.shape)).astype(F32)
+    exact = [math.fsum(l1[:, j].astype(np.float64)) - math.fsum(l0[:, j].astype(np.float64)) for j in range(3)]
+    got, ref = _both(monkeypatch, lambda a, b: ev.log_bayes_factor(a, b, axis=0), l1, l0)
+    assert _ulps_of(got, exact, F32).max() <= 1 and _ulps_of(ref, exact, F32).max() <= 1
+    # axes, keepdims, masks, broadcasting and the inf/NaN policy agree with the XLA path
+    a = jnp.array([[-1.0, -2.0, -jnp.inf], [-1.0, -1.0, -1.0], [-1.0, -jnp.inf, 0.0], [0.0, jnp.nan, 0.0]])
+    b = jnp.array([[-2.0, -2.0, -1.0], [-jnp.inf, -1.0, -1.0], [-1.0, -jnp.inf, 0.0], [0.0, 0.0, 0.0]])
+    kws = [{}, {"axis": 0}, {"axis": None}, {"axis": (0, 1), "keepdims": True}]
+    kws.append({"where": jnp.array([True, False, True])})
+    for kw in kws:
+        got, ref = _both(monkeypatch, lambda u, v: ev.log_bayes_factor(u, v, **kw), a, b)
+        np.testing.assert_array_equal(got, ref)
+    got, ref = _both(monkeypatch, lambda u, v: ev.log_bayes_factor(u, v), l1[:4000].T, jnp.float32(-1000.0))
+    np.testing.assert_array_equal(got, ref)
+    # vmap with an unbatched second argument; gradients
+    monkeypatch.setattr(ev, "_USE_NATIVE", True)
+    v = jax.jit(jax.vmap(lambda u: ev.log_bayes_factor(u, l0[:100, 0])))(l1[:100].T)
+    want = [math.fsum(l1[:100, j].astype(np.float64)) - math.fsum(l0[:100, 0].astype(np.float64)) for j in range(3)]
+    assert _ulps_of(v, want, F32).max() <= 1
+    pair = (jnp.array([-1.0, -2.0]), jnp.array([-3.0, -1.0]))
+    check_grads(lambda u, w: ev.log_bayes_factor(u, w), pair, order=1, modes=["fwd", "rev"])
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5, 17])
+def test_native_log_posterior_matches_xla(native, monkeypatch, k):
+    rng = np.random.default_rng(30 + k)
+    n = 20_000
+    ll = (rng.normal(-1000, 3, (n, 1)) + rng.normal(0, 0.05, (n, k))).astype(F32)
+    prior = np.log(rng.uniform(0.1, 1.0, k)).astype(F32)
+    got, ref = _both(monkeypatch, ev.log_posterior, prior, ll)
+    want = _log_posterior_oracle(prior, ll)
+    tol = 4 * 2.0**-24 * np.abs(want).max()
+    np.testing.assert_allclose(got.astype(np.float64), want, rtol=0, atol=tol)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=tol)
+    # agents on another axis (column path for K * agents > 16), masks, impossible and NaN evidence
+    lb = rng.normal(-5, 2, (7, 300, k)).astype(F32)
+    lb[1, 3, 0] = -np.inf
+    lb[2, :, min(1, k - 1)] = -np.inf
+    lb[3, 10, 0] = np.nan
+    lb[4, 5, :] = -np.inf
+    mask = rng.random(lb.shape) > 0.2
+    for axis, where in [(1, None), (1, mask), (0, None), (0, mask)]:
+        fn = lambda p, l, m: ev.log_posterior(p, l, axis=axis, where=m)  # noqa: E731
+        got, ref = _both(monkeypatch, fn, prior, lb, where)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+        np.testing.assert_array_equal(np.isneginf(got), np.isneginf(ref))
+        ok = np.isfinite(ref)
+        np.testing.assert_allclose(got[ok], ref[ok], rtol=1e-6, atol=1e-6)
+
+
+def test_native_log_posterior_float64_vmap_and_gradients(native, monkeypatch, x64):
+    rng = np.random.default_rng(40)
+    ll = rng.normal(-1000, 3, (4, 5000, 2))
+    prior = np.log(np.array([0.3, 0.7]))
+    got, ref = _both(monkeypatch, jax.vmap(lambda l: ev.log_posterior(prior, l)), ll)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-9)
+    for i in range(4):
+        np.testing.assert_allclose(got[i], _log_posterior_oracle(prior, ll[i]), rtol=0, atol=1e-9)
+    # vmap with an unbatched mask (broadcast to the batch for the kernel)
+    mask = rng.random((5000, 2)) > 0.5
+    got, ref = _both(monkeypatch, jax.vmap(lambda l: ev.log_posterior(prior, l, where=mask)), ll)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-9)
+    monkeypatch.setattr(ev, "_USE_NATIVE", True)
+    small = jnp.array([[-1.0, -2.0, -0.5], [-3.0, -1.0, -0.2], [-0.1, -0.3, -2.0]])
+    check_grads(lambda p, l: ev.log_posterior(p, l), (jnp.zeros(3), small), order=2, modes=["fwd", "rev"])
+    live = small > -1.5
+    check_grads(lambda l: ev.log_posterior(jnp.zeros(3), l, where=live), (small,), order=1, modes=["fwd", "rev"])
+    g = jax.grad(lambda l: ev.log_posterior(jnp.zeros(3), l)[0])(small.at[0, 1].set(-jnp.inf))
+    assert np.all(np.isfinite(np.asarray(g)))
+
+
+@pytest.mark.parametrize("use_native", [True, False])
+def test_log_posterior_partial_masks_ignore_entries(monkeypatch, use_native):
+    """A masked entry is ignored (log-likelihood 0) even when the other hypotheses of that
+    observation are live: regression test for the per-observation shift, which used to be
+    applied to the live hypotheses only (wrong values and gradients for partial masks)."""
+    if use_native and _native.load() is None:
+        pytest.skip("native kernels unavailable")
+    monkeypatch.setattr(ev, "_USE_NATIVE", use_native)
+    rng = np.random.default_rng(50)
+    ll = rng.normal(-1000, 3, (400, 3)).astype(F32)
+    ll[7, 1] = np.nan  # masked: must not matter
+    ll[8, 2] = -np.inf  # live: hypothesis 2 impossible
+    mask = rng.random(ll.shape) > 0.3
+    mask[7, 1] = False
+    mask[8, 2] = True
+    prior = np.log(np.array([0.2, 0.3, 0.5], F32))
+    got = np.asarray(jax.jit(lambda p, l, m: ev.log_posterior(p, l, where=m))(prior, ll, mask))
+    tot = [math.fsum(ll[mask[:, k], k].astype(np.float64)) + float(prior[k]) for k in range(3)]
+    finite = [t for t in tot if np.isfinite(t)]
+    z = max(finite) + math.log(math.fsum(math.exp(t - max(finite)) for t in finite))
+    want = np.array([t - z for t in tot])
+    assert got[2] == -np.inf
+    assert _ulps_of(got[:2], want[:2], F32).max() <= 2  # the result is ~ -2e4: a few ulps
+    small = jnp.array([[-1.0, -2.0, -0.5], [-3.0, -1.0, -0.2], [-0.1, -0.3, -2.0]])
+    with jax.enable_x64(True):
+        s64 = jnp.asarray(small, jnp.float64)
+        live = s64 > -1.5
+        fn = lambda l: ev.log_posterior(jnp.zeros(3, jnp.float64), l, where=live)  # noqa: E731
+        check_grads(fn, (s64,), order=1, modes=["fwd", "rev"])
+
+
+def test_native_reductions_on_sharded_inputs(native, monkeypatch):
+    """Operands sharded over the 4 CPU devices (outer, reduced or kept axes) give the same sums."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+    mesh = Mesh(np.array(jax.devices()), ("d",))
+    if mesh.size < 2:
+        pytest.skip("needs several devices")
+    x = np.stack([_adversarial(4000, 1e4, seed=s) for s in range(8)])
+    exact = [math.fsum(r.astype(np.float64)) for r in x]
+    for spec in (P("d", None), P(None, "d")):
+        xs = jax.device_put(x, NamedSharding(mesh, spec))
+        got, ref = _both(monkeypatch, lambda v: ev.compensated_sum(v, 1), xs)
+        assert _ulps_of(got, exact, F32).max() <= 1
+        np.testing.assert_array_equal(got, ref)
+        got, ref = _both(monkeypatch, ev.compensated_sum, xs)
+        assert _ulps(got, math.fsum(x.ravel().astype(np.float64))) <= 1
+
+
+def test_native_only_on_cpu_under_platform_dependent(native, monkeypatch):
+    """With non-CPU devices around, the native kernels sit in the CPU branch of a
+    ``platform_dependent`` switch: CPU runs them, a CUDA/TPU lowering holds only XLA code."""
+    from jax import export
+
+    x = jnp.asarray(_ill_conditioned((3000, 2), F32, seed=3))
+    fn = lambda v: (  # noqa: E731
+        ev.compensated_sum(v, 0),
+        ev.log_bayes_factor(v[:, 0], v[:, 1]),
+        ev.log_posterior(jnp.zeros(2), v, where=v > -5),
+    )
+    direct = jax.tree.map(np.asarray, jax.jit(fn)(x))
+    monkeypatch.setattr(ev, "_cpu_only", lambda: False)  # pretend a GPU is present
+    jax.clear_caches()  # the library's jitted cores were traced for an all-CPU process
+    try:
+        f = jax.jit(lambda v: fn(v))
+        assert "platform_index" in str(jax.make_jaxpr(f)(x))
+        for a, b in zip(jax.tree.leaves(jax.tree.map(np.asarray, f(x))), jax.tree.leaves(direct)):
+            np.testing.assert_array_equal(a, b)
+        for platform in ("cuda", "tpu"):
+            module = export.export(f, platforms=[platform])(x).mlir_module()
+            assert not any(t in module for t in _TARGETS), platform
+    finally:
+        jax.clear_caches()
+
+
+def test_native_switch_and_env_fallback(native, monkeypatch):
+    """``_USE_NATIVE = False`` and ``JAXSTATS_NATIVE=0`` route everything to XLA, same results."""
+    monkeypatch.setattr(ev, "_USE_NATIVE", False)
+    assert ev._reduction_path(np.float32) == "xla"
+    monkeypatch.setattr(ev, "_USE_NATIVE", True)
+    assert ev._reduction_path(np.float32) == "native" and ev._reduction_path(np.float64) == "native"
+    assert ev._reduction_path(np.float16) == "xla"  # no kernel for half precision
+    import subprocess
+    import sys
+
+    code = (
+        "import math, numpy as np, jax\n"
+        "from jaxstats import evidence as ev, _native\n"
+        "x = np.array([1e8, 1.0, -1e8, 0.5] * 1000, np.float32)\n"
+        "print(ev._reduction_path(np.float32), _native.status().startswith('unavailable'),"
+        " float(jax.jit(ev.compensated_sum)(x)) == 1500.0,"
+        " 'Jaxstats' in str(jax.make_jaxpr(ev.compensated_sum)(x)))\n"
+    )
+    env = dict(__import__("os").environ, JAXSTATS_NATIVE="0")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["xla", "True", "True", "False"]

@@ -30,6 +30,7 @@ __all__ = ["load", "status", "TARGETS"]
 #: C++ sources (in this folder) and the FFI targets each defines.
 SOURCES = {
     "kernels.cc": ("JaxstatsArgsort", "JaxstatsSort", "JaxstatsTieBounds", "JaxstatsDenseRank"),
+    "reduce.cc": ("JaxstatsCompensatedSum", "JaxstatsDifferenceSum", "JaxstatsCenteredSum"),
 }
 #: Every FFI target, in registration order.
 TARGETS = tuple(t for targets in SOURCES.values() for t in targets)
