@@ -1,6 +1,6 @@
 """Population baselines: naive O(n^2) vs sort-based (numpy) vs jaxstats, and the sort kernel.
 
-Run:  python experiments/bench_baselines.py [--quick] [--max-naive N]
+Run:  python experiments/bench_baselines.py [--quick] [--kernel-only] [--max-naive N]
 
 Table 1 (the kernel): jaxstats.sort/argsort (jitted) vs np.sort/np.argsort on the same data,
 1-D and batched rows. Target: within 1.5x of numpy at n >= 1e5 and for (1e4,128), (1e5,64).
@@ -154,9 +154,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes only (about a minute)")
     ap.add_argument("--max-naive", type=int, default=10**5, help="largest n for the O(n^2) baseline")
+    ap.add_argument("--kernel-only", action="store_true", help="only table 1 (the sort kernel)")
     args = ap.parse_args()
     print(machine_line())
     kernel_table(args.quick)
+    if args.kernel_only:
+        return
     baseline_table(args.quick, min(args.max_naive, 10**4) if args.quick else args.max_naive)
 
 

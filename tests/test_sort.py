@@ -460,6 +460,181 @@ def test_no_retracing():
 
 
 # --------------------------------------------------------------------------------------
+# Native kernels: short rows (sorting network across rows) and long-row tie bounds
+# --------------------------------------------------------------------------------------
+
+# Row lengths below and around the native kernels' switches (kernels.cc): the network sorts
+# 16 rows at a time (one per SIMD lane) up to n = 4096 (float32/int32 sort) or 2048 (argsort,
+# tie bounds and 64-bit sort); a partial last block of rows uses it only if it holds enough
+# rows (kSort32Rule / kArg32Rule / kSort64Rule: n <= 16, 32, 64, 128, 256, 512, 1024, 2048).
+NET_LENGTHS = [1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 255, 256, 257,
+               511, 512, 513, 1023, 1024, 1025, 2047, 2048, 2049, 4095, 4096, 4097]
+# Leading shapes: fewer rows than lanes, one full block, two full blocks plus a partial one
+# of 5 rows, and two leading axes (18 rows: a full block plus 2).
+NET_LEADING = [(3,), (16,), (37,), (2, 9)]
+
+
+def _nan_with_payload(dtype):
+    bits = {np.float32: (np.uint32, 0x7FC01234), np.float64: (np.uint64, 0x7FF8000000001234)}
+    ut, b = bits[np.dtype(dtype).type]
+    return np.array([b], ut).view(dtype)[0]
+
+
+def _net_data(dtype, shape, seed) -> np.ndarray:
+    """Normal / full-range values with ties and, for floats, every special value: NaN (three
+    payloads), +-inf, -0.0/+0.0, subnormals, the extremes; plus special rows (sorted, reversed,
+    all tied, all NaN or all signed zeros)."""
+    rng = np.random.default_rng(seed)
+    dt = np.dtype(dtype)
+    if dt.kind == "f":
+        info = np.finfo(dt)
+        tiny = info.smallest_subnormal
+        pool = np.array([np.nan, -np.nan, _nan_with_payload(dt), np.inf, -np.inf, 0.0, -0.0,
+                         tiny, -tiny, 2 * tiny, info.tiny * np.asarray(0.5, dt), info.max, info.min,
+                         1.0, -1.0], dt)
+        x = rng.normal(size=shape).astype(dt)
+        x[..., ::3] = np.round(x[..., ::3], 1)  # ties
+    else:
+        info = np.iinfo(dt)
+        pool = np.array([info.min, info.max, info.min + 1, info.max - 1, 0, 1], dt)
+        x = rng.integers(info.min, info.max, size=shape, endpoint=True, dtype=dt)
+        x[..., ::3] = rng.integers(0, 5, size=x[..., ::3].shape).astype(dt)  # ties
+    mask = rng.random(size=shape) < 0.25
+    x[mask] = rng.choice(pool, size=int(mask.sum()))
+    rows = x.reshape(-1, shape[-1])
+    if rows.shape[0] >= 6:
+        rows[0] = np.sort(rows[0])
+        rows[1] = np.sort(rows[1])[::-1]
+        rows[2] = rows[2, 0]
+        rows[3] = pool[0]  # all NaN (floats) / all the minimum (ints)
+        if dt.kind == "f":
+            rows[4] = np.where(rng.random(shape[-1]) < 0.5, dt.type(0.0), dt.type(-0.0))
+    return x
+
+
+def _key_int(x: np.ndarray) -> np.ndarray:
+    """numpy's order as integers (NaNs equal and last, -0.0 == +0.0): a test-side reference."""
+    if x.dtype.kind != "f":
+        return x
+    it = np.int32 if x.dtype.itemsize == 4 else np.int64
+    canon = np.array([np.nan], x.dtype).view(it)[0]
+    b = np.where(np.isnan(x), canon, np.where(x == 0, it(0), x.view(it))).astype(it)
+    return np.where(b < 0, b ^ np.iinfo(it).max, b)
+
+
+def _np_tie_bounds(x: np.ndarray):
+    """(sorted, lo, hi, dense) along the last axis: lo - 1 = #{x < x_i}, hi = #{x <= x_i}."""
+    keys = _key_int(x).reshape(-1, x.shape[-1])
+    lo, hi, dense = (np.empty(keys.shape, np.int32) for _ in range(3))
+    for r, k in enumerate(keys):
+        sk = np.sort(k)
+        lo[r] = np.searchsorted(sk, k, "left") + 1
+        hi[r] = np.searchsorted(sk, k, "right")
+        dense[r] = np.searchsorted(np.unique(sk), k) + 1
+    return _np_sort(x), *(a.reshape(x.shape) for a in (lo, hi, dense))
+
+
+@jax.jit
+def _native_all(xs):
+    out = []
+    for x in xs:
+        s, lo, hi = _sort.tie_bounds(x, backend="native")
+        out.append((jaxstats.sort(x, backend="native"), jaxstats.argsort(x, backend="native"),
+                    s, lo, hi, _sort.dense_rank(x, backend="native")))
+    return out
+
+
+def _check_native(xs):
+    for x, (srt, perm, ts, lo, hi, dense) in zip(xs, _native_all(xs)):
+        msg = f"{x.dtype} {x.shape}"
+        ref_s, ref_lo, ref_hi, ref_dense = _np_tie_bounds(x)
+        _assert_bit_equal(srt, ref_s)
+        np.testing.assert_array_equal(np.asarray(perm), _np_argsort(x), err_msg=msg)
+        _assert_bit_equal(ts, ref_s)
+        np.testing.assert_array_equal(np.asarray(lo), ref_lo, err_msg=msg)
+        np.testing.assert_array_equal(np.asarray(hi), ref_hi, err_msg=msg)
+        np.testing.assert_array_equal(np.asarray(dense), ref_dense, err_msg=msg)
+
+
+def _net_batches(dtype, n):
+    leading = NET_LEADING if n <= 1024 else [(3,), (37,)]
+    return [_net_data(dtype, lead + (n,), seed=n * 7 + i) for i, lead in enumerate(leading)]
+
+
+@pytest.mark.parametrize("n", NET_LENGTHS)
+@pytest.mark.parametrize("dtype", [np.float32, np.int32, np.uint32])
+def test_native_short_rows_match_numpy(dtype, n):
+    """Every kernel, short rows in blocks of 16 (network) and leftover rows (radix sort), against
+    numpy's stable sort: bits of the sorted values, the stable permutation, tie bounds."""
+    _skip_unavailable("native")
+    _check_native(_net_batches(dtype, n))
+
+
+@pytest.mark.parametrize("n", NET_LENGTHS)
+@pytest.mark.parametrize("dtype", [np.float64, np.int64, np.uint64])
+def test_native_short_rows_match_numpy_64bit(x64, dtype, n):
+    _skip_unavailable("native")
+    _check_native(_net_batches(dtype, n))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int32])
+def test_native_short_rows_many_rows(dtype):
+    """Many blocks of 16 rows (the benchmark shapes, scaled down), one partial block left."""
+    _skip_unavailable("native")
+    _check_native([_net_data(dtype, (1000 + 7, 64), seed=1), _net_data(dtype, (300 + 3, 128), seed=2)])
+
+
+@pytest.mark.parametrize("n", [2**17, 2**17 + 1, 300_001])
+@pytest.mark.parametrize("dtype", [np.float32, np.int32, np.float64])
+def test_native_long_row_tie_bounds(x64, dtype, n):
+    """Long rows: tie bounds put back in input order through the bucketed two-pass scatter
+    (above 2^17 elements), sorted values decoded from the keys, zeros and NaN payloads restored."""
+    _skip_unavailable("native")
+    x = _net_data(dtype, (n,), seed=n)
+    x[: n // 2] = np.round(x[: n // 2])  # large tie groups (and more -0.0)
+    if np.dtype(dtype).kind == "f":
+        x[::1001] = -0.0
+        x[5::997] = _nan_with_payload(dtype)
+    _check_native([x, x[: n // 2 * 2].reshape(2, -1)])
+
+
+NATIVE_PORTABLE_SCRIPT = textwrap.dedent(
+    r"""
+    import sys
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import numpy as np
+    from jaxstats import _native
+    lib = _native.load()
+    assert lib is not None, _native.status()
+    assert sys.argv[1] in _native.status(), _native.status()
+    sys.path.insert(0, sys.argv[2])
+    import test_sort as t
+    for dtype in (np.float32, np.float64, np.int32):
+        for n in (2, 9, 33, 64, 65, 129, 257, 1025):
+            t._check_native(t._net_batches(dtype, n))
+    print("PORTABLE OK")
+    """
+)
+
+
+@pytest.mark.slow
+def test_native_portable_build_matches_numpy(tmp_path):
+    """The portable build (no -march=native, so no AVX-512: the plain-loop network and the
+    scalar zero/NaN restore) gives the same results; built into a fresh cache folder."""
+    _skip_unavailable("native")
+    script = tmp_path / "portable.py"
+    script.write_text(NATIVE_PORTABLE_SCRIPT)
+    env = dict(os.environ, JAXSTATS_NATIVE_MARCH="0", JAXSTATS_CACHE_DIR=str(tmp_path / "cache"),
+               JAX_PLATFORMS="cpu")
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "cache"), os.path.dirname(__file__)],
+        capture_output=True, text=True, timeout=600, env=env, cwd=str(tmp_path),
+    )
+    assert proc.returncode == 0 and "PORTABLE OK" in proc.stdout, (proc.stdout[-3000:], proc.stderr[-3000:])
+
+
+# --------------------------------------------------------------------------------------
 # The hazard: host callbacks vs. multi-device collectives under concurrent dispatch
 # --------------------------------------------------------------------------------------
 
