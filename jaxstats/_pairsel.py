@@ -39,6 +39,8 @@ which works without x64 for ``n < 2^22``.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -284,7 +286,11 @@ def select_pair(
 def select_pair_rounds(
     kind: str, a: jax.Array, k: Rank, *, per_row: int = 4, enumerate_all: int = _ENUMERATE_ALL
 ) -> tuple[jax.Array, jax.Array]:
-    """``(select_pair(...), number of sampling rounds)``."""
+    """``(select_pair(...), number of sampling rounds)``.
+
+    The selected value is differentiable in ``a``: it carries the derivative of one pair that
+    attains it (:func:`_with_pair_derivative`), as a sort does for tied order statistics.
+    """
     n = a.shape[0]
     n_pairs = _n_pairs(kind, n)
     if isinstance(k, int) and not 1 <= k <= n_pairs:
@@ -298,6 +304,10 @@ def select_pair_rounds(
         vals = pair_value(kind, a[ii], a[jj])
         return sort(vals)[jnp.clip(_limbs_to_int(k) - 1, 0, n_pairs - 1)], jnp.int32(0)
 
+    # The sampled selection is a while_loop, which reverse-mode autodiff cannot enter: it runs
+    # on constant data, and the result gets the derivative of the pair that attains it.
+    a_data = a
+    a = lax.stop_gradient(a)
     s = int(per_row)
     # Static size of the final enumeration buffer. Two rounds typically leave 0.5-0.7 n
     # candidates (measured for n = 10^4..10^6), so 2 n rarely needs a third round while its
@@ -373,7 +383,30 @@ def select_pair_rounds(
     L, R, ell, cnt, done, ans, rounds = lax.while_loop(cond, body, init)
     vals = sort(_enumerate(kind, a, L, R, cap))
     r = jnp.clip(_limbs_to_int(_limbs_sub(k, ell)) - 1, 0, cap - 1)
-    return jnp.where(done, ans, vals[r]), rounds
+    return _with_pair_derivative(kind, a_data, jnp.where(done, ans, vals[r])), rounds
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _with_pair_derivative(kind: str, a: jax.Array, v: jax.Array) -> jax.Array:
+    """``v``, a pair value of the sorted ``a`` selected without derivatives, given the
+    derivative of the first pair (row-major) that attains it. The pair is located (one more
+    O(n log n) split) only when differentiating; the value is ``v`` itself."""
+    return v
+
+
+@_with_pair_derivative.defjvp
+def _with_pair_derivative_jvp(kind, primals, tangents):
+    a, v = primals
+    ta, _ = tangents
+    n = a.shape[0]
+    start = _row_start(kind, n)
+    le = _split(kind, a, start, jnp.full((n,), n, jnp.int32), v, strict=False)  # first > v
+    col = jnp.clip(le - 1, 0, n - 1)  # last column <= v
+    hit = (le > start) & (pair_value(kind, a, a[col]) == v)
+    i = jnp.argmax(hit)
+    j = col[i]
+    _, t = jax.jvp(lambda ai, aj: pair_value(kind, ai, aj), (a[i], a[j]), (ta[i], ta[j]))
+    return v, jnp.where(jnp.any(hit), t, jnp.zeros_like(t))
 
 
 def next_pair_value(kind: str, a: jax.Array, v: jax.Array, k: Rank) -> jax.Array:

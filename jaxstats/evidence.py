@@ -889,7 +889,8 @@ def log_odds(log_p: ArrayLike) -> jax.Array:
 
     NaN and inf:
       ``log_p = 0`` gives ``+inf``, ``-inf`` gives ``-inf``, ``log_p > 0`` or NaN gives NaN.
-      Gradients are finite everywhere (zero where the value is infinite).
+      Gradients are finite everywhere: 0 at ``log_p = -inf`` and 1 at ``log_p = 0`` (the
+      divergent derivative of the ``-log1p(-exp(log_p))`` term is dropped there).
 
     Examples:
       >>> import jax.numpy as jnp

@@ -46,6 +46,7 @@ from jax import lax
 from jax.scipy import special as jsp
 
 from . import _checks, _pairsel
+from . import _numerics as nm
 from ._typing import ArrayLike
 from ._sort import argsort, sort, tie_bounds
 from .rank import _ranks_last
@@ -957,7 +958,9 @@ def _cdf_distance_core(u, v, uw, vw, p: int):
     dc = (cu - cv)[:-1]
     if p == 1:
         return jnp.sum(jnp.abs(dc) * deltas)
-    return jnp.sqrt(jnp.sum(dc * dc * deltas))
+    # Identical distributions (e.g. all values equal) give sqrt(0): a zero gradient there,
+    # where a plain sqrt differentiates to inf * 0 = NaN. NaN and inf pass through.
+    return nm.safe_sqrt(jnp.sum(dc * dc * deltas))
 
 
 def _weighted_cdf_distance_core(u, v, uw, vw, p: int):

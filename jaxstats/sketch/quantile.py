@@ -500,7 +500,9 @@ def momentsketch(
         # Raw moments of t = (y - c) / h from central moments: E[t^j] = sum_i C(j,i) d^(j-i) mt_i.
         scaled = cm * (ratio / hs) ** jnp.arange(2, k + 1).astype(dt)
         mt = jnp.concatenate([jnp.ones((1,), dt), jnp.zeros((1,), dt), scaled])
-        dpow = d ** jnp.arange(k + 1).astype(dt)
+        # Static integer powers (lax.integer_pow): d ** 0 has a zero derivative at d = 0, where
+        # a float exponent array would differentiate to 0 * d ** -1 = NaN (symmetric data).
+        dpow = jnp.stack([d**j for j in range(k + 1)])
         idx_j = np.arange(k + 1)[:, None]
         idx_i = np.arange(k + 1)[None, :]
         dmat = jnp.where(idx_i <= idx_j, dpow[np.clip(idx_j - idx_i, 0, k)], jnp.zeros((), dt))
