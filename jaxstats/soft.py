@@ -45,11 +45,15 @@ the rule is itself written with differentiable segment sums, so second derivativ
 are exact as well. The derivative with respect to ``regularization_strength`` (a temperature
 one may learn) is exact too.
 
-Cost (``experiments/bench_soft.py``, 2-core CPU, float32, strength ``2/n``): ``soft_rank`` of
-10^4 values takes ~0.3-0.4 ms forward and about the same forward+backward, 160-340x faster
-than an O(n^2) pairwise-sigmoid soft rank (jitted, chunked), and ~4x a hard
-:func:`jaxstats.rankdata`; 10^6 values take ~40-60 ms. The PAV loop costs ~10-15 ns per step on
-XLA:CPU (it is sequential); the sort, gathers and segment sums are vectorized.
+Cost (``experiments/bench_soft.py``, 2-core CPU, float32, strength ``2/n``): on CPU the PAV
+runs as a C++ stack loop (``jaxstats/_native/pav.cc``, through the XLA FFI; same algorithm,
+arithmetic and outputs as the XLA loop, which other platforms and ``JAXSTATS_NATIVE=0`` use).
+``soft_rank`` of 10^3 values takes ~25-35 us forward and about the same forward+backward (XLA
+loop: ~145 us); 10^4 values ~0.17-0.24 ms (XLA loop: ~0.41 ms), 270x (forward) and 490x
+(forward+backward) faster than an O(n^2) pairwise-sigmoid soft rank (jitted, chunked), and
+2-3x a hard :func:`jaxstats.rankdata`; 10^5 values ~3 ms (XLA loop ~4 ms) and 10^6 ~33-35 ms
+(XLA loop ~37-40 ms), where the sort, gathers and segment sums dominate. The XLA PAV loop
+costs ~10-15 ns per step on XLA:CPU (it is sequential); the native loop a few ns.
 
 Limits: as ``regularization_strength -> 0`` ``soft_rank`` tends to ``rankdata`` (ties get the
 average rank) and ``soft_sort`` to ``sort``; as it grows, ``soft_rank`` tends to the mean rank
@@ -73,7 +77,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from . import _checks
+from . import _checks, _native
 from ._typing import ArrayLike
 from ._sort import argsort, sort_and_argsort
 from .rank import QUANTILE_METHODS, _quantile_sorted
@@ -233,14 +237,40 @@ def _pav_rows(a: jax.Array, b: jax.Array, kind: str):
     return sa, sb, sc
 
 
+# Native CPU solver (jaxstats/_native/pav.cc): the same PAV, arithmetic and outputs as the XLA
+# loops above, as a plain C++ stack loop (a few ns per step instead of ~10-15 ns). Used on CPU
+# when the kernels are available; other platforms, ``JAXSTATS_NATIVE=0`` and a missing
+# compiler use the XLA loops. Only integer block structure and block statistics come out of it,
+# and every caller passes ``stop_gradient`` inputs: nothing differentiates through the call.
+
+#: Internal switch (tests, benchmarks): False routes the PAV to the XLA loops. Read at trace
+#: time (``jax.clear_caches()`` after changing it).
+_USE_NATIVE = True
+_PAV_KINDS = {"l2": np.int64(0), "kl": np.int64(1)}
+_NATIVE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _pav_path(dtype) -> str:
+    """``"native"`` when the C++ PAV can take ``dtype`` on CPU, else ``"xla"`` (static)."""
+    if _USE_NATIVE and np.dtype(dtype) in _NATIVE_DTYPES and _native.load() is not None:
+        return "native"
+    return "xla"
+
+
+def _cpu_only() -> bool:
+    try:
+        return all(d.platform == "cpu" for d in jax.devices())
+    except RuntimeError:  # pragma: no cover
+        return False
+
+
 def _make_pav(kind: str):
     """``pav(a, b) -> (ids, block_a, block_b, count)`` for ``[rows, n]`` inputs: per coordinate,
     the index of its block (0, 1, ... along each row), the block's pooled statistics and its
     size. Under ``vmap`` the batch is folded into the rows (``custom_vmap``), so a vmapped call
     is still one loop."""
 
-    @jax.custom_batching.custom_vmap
-    def pav(a, b):
+    def pav_xla(a, b):
         rows, n = a.shape
         if rows == 1:
             sa, sb, sc = (v[None] for v in _pav_single(a[0], b[0], kind))
@@ -248,6 +278,20 @@ def _make_pav(kind: str):
             sa, sb, sc = _pav_rows(a, b, kind)
         ids = _ids_from_counts(sc)
         return ids, _take_rows(sa, ids), _take_rows(sb, ids), _take_rows(sc, ids)
+
+    def pav_native(a, b):
+        i32 = jax.ShapeDtypeStruct(a.shape, jnp.int32)
+        blk = jax.ShapeDtypeStruct(a.shape, a.dtype)
+        return tuple(jax.ffi.ffi_call("JaxstatsPav", (i32, blk, blk, i32),
+                                      vmap_method="broadcast_all")(a, b, kind=_PAV_KINDS[kind]))
+
+    @jax.custom_batching.custom_vmap
+    def pav(a, b):
+        if _pav_path(a.dtype) == "native":
+            if _cpu_only():
+                return pav_native(a, b)
+            return lax.platform_dependent(a, b, cpu=pav_native, default=pav_xla)
+        return pav_xla(a, b)
 
     @pav.def_vmap
     def _rule(axis_size, in_batched, a, b):

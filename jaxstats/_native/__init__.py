@@ -31,6 +31,7 @@ __all__ = ["load", "status", "TARGETS"]
 SOURCES = {
     "kernels.cc": ("JaxstatsArgsort", "JaxstatsSort", "JaxstatsTieBounds", "JaxstatsDenseRank"),
     "reduce.cc": ("JaxstatsCompensatedSum", "JaxstatsDifferenceSum", "JaxstatsCenteredSum"),
+    "pav.cc": ("JaxstatsPav",),
 }
 #: Every FFI target, in registration order.
 TARGETS = tuple(t for targets in SOURCES.values() for t in targets)
