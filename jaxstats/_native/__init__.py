@@ -25,7 +25,7 @@ import threading
 
 import jax
 
-__all__ = ["load", "status", "TARGETS"]
+__all__ = ["cpu_only", "load", "status", "TARGETS"]
 
 #: C++ sources (in this folder) and the FFI targets each defines.
 SOURCES = {
@@ -136,3 +136,13 @@ def status() -> str:
     """Human-readable state of the native kernels (loaded path, or why they are not used)."""
     load()
     return _state["status"]
+
+
+def cpu_only() -> bool:
+    """True when every JAX device is a CPU: callers then trace the native branch alone instead
+    of a ``lax.platform_dependent`` switch (whose branches would need identical varying-axis
+    types inside ``shard_map``)."""
+    try:
+        return all(d.platform == "cpu" for d in jax.devices())
+    except RuntimeError:  # pragma: no cover
+        return False
