@@ -103,6 +103,16 @@ def iqr(
     return _keepdims(out, axes, shape) if keepdims else out
 
 
+def _midpoint(a, b, single):
+    """The median from its two middle order statistics ``a <= b`` (``single``: odd count, the
+    answer is ``a``), as numpy: the lerp at t = 0.5, bit for bit. ``a == b`` covers two
+    infinities of one sign, where ``a + (b - a) / 2`` would give NaN. Zeros come out as +0.0,
+    as the interpolating median (and the sharded select) gives."""
+    mid = jnp.where(a == b, a, b - (b - a) * 0.5)
+    med = jnp.where(single, a, mid)
+    return jnp.where(med == 0, jnp.zeros((), a.dtype), med)  # (XLA folds x + 0.0 into x)
+
+
 def _median_sorted(s, nan_policy):
     """np.median / np.nanmedian of sorted rows (NaNs last): the middle value, or the mean of
     the two middle values (no interpolation, so infinite neighbours do not give NaN)."""
@@ -113,11 +123,7 @@ def _median_sorted(s, nan_policy):
     hi = jnp.clip(n_valid // 2, 0, n - 1)[..., None]
     a = jnp.take_along_axis(s, lo, axis=-1)[..., 0]
     b = jnp.take_along_axis(s, hi, axis=-1)[..., 0]
-    # Zeros come out as +0.0, as the interpolating median (and the sharded select) gives;
-    # a == b covers two infinities of one sign, where a + (b - a) / 2 would give NaN.
-    mid = jnp.where(a == b, a, b - (b - a) * 0.5)  # numpy lerp at t = 0.5, bit for bit
-    med = jnp.where(lo[..., 0] == hi[..., 0], a, mid)
-    med = jnp.where(med == 0, jnp.zeros((), s.dtype), med)  # (XLA folds x + 0.0 into x)
+    med = _midpoint(a, b, lo[..., 0] == hi[..., 0])
     if nan_policy == "omit":
         return jnp.where(n_valid > 0, med, jnp.nan)
     return jnp.where(jnp.any(isnan, axis=-1), jnp.nan, med)
@@ -180,9 +186,7 @@ def _mad_sorted(s, med, nan_policy):
     k_hi = jnp.clip(nv // 2, 0, n - 1)
     ab = kth(jnp.stack([k_lo, k_hi], axis=-1))
     a, b = ab[..., 0], ab[..., 1]
-    mid = jnp.where(a == b, a, b - (b - a) * 0.5)  # as _median_sorted, bit for bit
-    out = jnp.where(k_lo == k_hi, a, mid)
-    out = jnp.where(out == 0, jnp.zeros((), s.dtype), out)
+    out = _midpoint(a, b, k_lo == k_hi)
     # An infinite centre: the deviations of the elements equal to it are NaN (inf - inf), the
     # others +inf.
     n_eq = jnp.sum(s == m, axis=-1)
