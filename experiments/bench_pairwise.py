@@ -3,6 +3,7 @@ and scipy.
 
     python experiments/bench_pairwise.py            # n = 10^3 .. 10^6 (< 10 min)
     python experiments/bench_pairwise.py --quick    # n = 10^4 only (< 1 min on an idle machine)
+    python experiments/bench_pairwise.py --stats qn_scale,hodges_lehmann   # a subset
 
 For every statistic and n:
 
@@ -46,7 +47,7 @@ import scipy.stats as ss
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _timing import fmt_time, machine_line, print_table, timeit  # noqa: E402
 
-from jaxstats import pairwise  # noqa: E402
+from jaxstats import _pairsel, pairwise  # noqa: E402
 
 CHUNK_BYTES = 64 << 20
 NAIVE_MAX = 30_000  # largest n at which the naive O(n^2) code is run
@@ -269,7 +270,25 @@ STATS = [
     ("sn_scale", pairwise.sn_scale, 1, naive_sn_scale, None, True),
 ]
 # scipy's O(n log n) implementations that jaxstats must stay within 2x of
-SCIPY_2X = ("kendalltau", "mannwhitneyu", "ks_2samp")
+SCIPY_2X = ["kendalltau", "mannwhitneyu", "ks_2samp"]
+
+
+# robust estimators whose pair selection has a native CPU kernel and an XLA path
+XLA_SELECT = ("hodges_lehmann", "qn_scale")
+
+
+def _time_xla_selection(fn, args, repeats):
+    """``fn`` timed with the pair selection on its XLA path (``_pairsel._USE_NATIVE = False``;
+    the inner jit caches are cleared so that the switch is traced)."""
+    _pairsel._USE_NATIVE = False
+    jax.clear_caches()
+    try:
+        g = jax.jit(fn)
+        g.lower(*args).compile()
+        return timeit(g, *args, repeats=repeats, warmup=3)
+    finally:
+        _pairsel._USE_NATIVE = True
+        jax.clear_caches()
 
 
 def make_data(n: int, seed: int = 0):
@@ -319,6 +338,9 @@ def run(sizes, naive_sizes, repeats):
             compile_s = time.perf_counter() - t0
             t_jax = timeit(f, *args, repeats=repeats, warmup=3)
             got = _stat(f(*args))
+            t_xla = float("nan")
+            if name in XLA_SELECT and _pairsel._select_path(x.dtype) == "native":
+                t_xla = _time_xla_selection(fn, args, repeats)
             t_sp = ref_sp = float("nan")
             if sp is not None:
                 with warnings.catch_warnings():
@@ -342,13 +364,15 @@ def run(sizes, naive_sizes, repeats):
             else:
                 check = "-"
             rec = dict(stat=name, n=n, naive_s=t_naive, naive_measured=measured, jax_s=t_jax,
-                       scipy_s=t_sp, compile_s=compile_s, speedup=t_naive / t_jax,
+                       scipy_s=t_sp, xla_select_s=t_xla, compile_s=compile_s,
+                       speedup=t_naive / t_jax,
                        vs_scipy=t_jax / t_sp if t_sp == t_sp else float("nan"), check=check)
             records.append(rec)
             rows.append([
                 name, f"{n:.0e}".replace("e+0", "e"),
                 ("" if measured else "~") + fmt_time(t_naive), fmt_time(t_jax),
-                fmt_time(t_sp), f"{rec['speedup']:,.0f}x",
+                fmt_time(t_sp), "-" if t_xla != t_xla else fmt_time(t_xla),
+                f"{rec['speedup']:,.0f}x",
                 "-" if t_sp != t_sp else f"{rec['vs_scipy']:.2f}", check,
             ])
             print(f"  jaxstats {name} n={n}: {fmt_time(t_jax)} (compile {compile_s:.1f} s)",
@@ -360,7 +384,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="n = 10^4 only (< 1 min)")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--stats", default="", help="comma-separated subset of the statistics")
     args = ap.parse_args()
+    if args.stats:
+        keep = set(args.stats.split(","))
+        unknown = keep - {s[0] for s in STATS}
+        if unknown:
+            ap.error(f"unknown statistics: {sorted(unknown)}")
+        STATS[:] = [s for s in STATS if s[0] in keep]
+        SCIPY_2X[:] = [s for s in SCIPY_2X if s in keep]
     if args.quick:
         sizes, naive_sizes = [10**4], {10**4}
     else:
@@ -371,8 +403,10 @@ def main() -> None:
     t_start = time.perf_counter()
     rows, records, naive_times = run(sizes, naive_sizes, max(5, args.repeats))
     print()
-    print_table(["statistic", "n", "naive O(n^2)", "jaxstats", "scipy", "speedup vs naive",
-                 "jax/scipy", "check"], rows)
+    print_table(["statistic", "n", "naive O(n^2)", "jaxstats", "scipy", "XLA selection",
+                 "speedup vs naive", "jax/scipy", "check"], rows)
+    print("XLA selection: the same jaxstats function with the pair selection forced onto its "
+          "XLA path\n(the one GPUs and JAXSTATS_NATIVE=0 use), timed in the same run.")
     print()
     if not args.quick:
         print("Naive growth exponent between 1e4 and 3e4 (2 = quadratic); 1e5 and 1e6 naive "

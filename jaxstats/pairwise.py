@@ -1118,11 +1118,10 @@ def _hl_core(x: jax.Array) -> jax.Array:
     s = sort(jnp.where(jnp.isnan(x) | (bad & jnp.isinf(x)), jnp.zeros_like(x), x))
     n_pairs = n * (n + 1) // 2
     k = (n_pairs + 1) // 2
-    lo = _pairsel.select_pair("walsh", s, k)
     if n_pairs % 2:
-        med = lo
+        med = _pairsel.select_pair("walsh", s, k)
     else:
-        hi = _pairsel.next_pair_value("walsh", s, lo, k)
+        lo, hi = _pairsel.select_pair_and_next("walsh", s, k)
         med = lo * 0.5 + hi * 0.5
     return jnp.where(bad, jnp.nan, med)
 

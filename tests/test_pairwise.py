@@ -158,7 +158,7 @@ def jitted(name: str, **kw):
 # Shared sizes (each distinct shape is one compilation per function).
 PAIRED_SIZES = [3, 40]
 TWO_SAMPLE_SIZES = [(1, 1), (3, 2), (40, 17), (600, 401)]
-ROBUST_SIZES = [2, 3, 9, 11, 40, 400]
+ROBUST_SIZES = [2, 3, 9, 11, 40, 150, 400]
 
 OPTIONS = {
     "kendalltau": [dict(variant="c", alternative="less"), dict(variant="b", alternative="greater")],
@@ -417,6 +417,80 @@ def test_select_pair_exact_every_rank(kind_name):
         for k in (1, 2, len(vals) // 3, len(vals) // 2 + 1, len(vals)):
             got, _ = fn(jnp.asarray(a), jnp.int32(k >> 15), jnp.int32(k & 0x7FFF))
             assert float(got) == vals[k - 1], (data, k, float(got), vals[k - 1])
+
+
+@functools.cache
+def _select_native_ranks(kind_name):
+    """The dispatching selection (native kernel on CPU) for a batch of traced ranks (vmapped
+    rank limbs: one kernel call selects every rank)."""
+    def f(a, k_hi, k_lo):
+        return _pairsel.select_pair_and_next(kind_name, a, (k_hi, k_lo))
+    return jax.jit(jax.vmap(f, in_axes=(None, 0, 0)))
+
+
+def _pair_values_sorted(kind_name, a):
+    i, j = np.triu_indices(len(a), 0 if kind_name == "walsh" else 1)
+    return np.sort(walsh(a) if kind_name == "walsh" else _dist(a[i], a[j]))
+
+
+@pytest.mark.parametrize("n", [150, 1500])
+@pytest.mark.parametrize("kind_name", ["walsh", "absdiff"])
+@pytest.mark.parametrize("data", ["normal", "ties", "const", "cauchy", "posinf", "inf", "shifted"])
+def test_select_pair_native_many_ranks(kind_name, data, n):
+    """The selection used by default (the C++ kernel on CPU for more than 4096 pairs) returns
+    the exact k-th and (k+1)-th pair values for ranks spread over the whole range: at n = 150
+    (~11k pairs) the kernel enumerates them, at n = 1500 (1.1e6 pairs) it runs sampling
+    rounds."""
+    if kind_name == "walsh" and data == "inf":
+        pytest.skip("+inf and -inf together: undefined Walsh averages (HL returns NaN first)")
+    a = np.sort(make(data, n, 31))
+    vals = _pair_values_sorted(kind_name, a)
+    m = len(vals)
+    rng = np.random.default_rng(7)
+    ks = np.unique(np.concatenate([[1, 2, m // 4, m // 2, (m + 1) // 2, m - 1, m],
+                                   rng.integers(1, m + 1, 40)])).astype(np.int64)
+    got, nxt = _select_native_ranks(kind_name)(
+        jnp.asarray(a), jnp.asarray(ks >> 15, jnp.int32), jnp.asarray(ks & 0x7FFF, jnp.int32))
+    want_next = np.append(vals, np.inf)[ks]  # the (k+1)-th, +inf after the last
+    np.testing.assert_array_equal(np.asarray(got), vals[ks - 1])
+    np.testing.assert_array_equal(np.asarray(nxt), want_next)
+
+
+def _clear_and_set(monkeypatch, **attrs):
+    for name, value in attrs.items():
+        monkeypatch.setattr(_pairsel, name, value)
+    jax.clear_caches()  # the switches are read at trace time
+
+
+@pytest.mark.parametrize("path", ["xla", "platform_dependent"])
+def test_select_pair_paths_agree(monkeypatch, path):
+    """The XLA selection (GPUs, ``JAXSTATS_NATIVE=0``) and the ``platform_dependent`` switch
+    traced when accelerators are present give the native kernel's results bit for bit."""
+    xs = np.stack([make(d, 700, 41 + i) for i, d in enumerate(["normal", "ties", "cauchy",
+                                                               "posinf"])])
+    fns = (pairwise.hodges_lehmann, pairwise.qn_scale)
+    want = [np.asarray(jax.jit(f)(xs)) for f in fns]
+    try:
+        if path == "xla":
+            _clear_and_set(monkeypatch, _USE_NATIVE=False)
+        else:
+            _clear_and_set(monkeypatch, _cpu_only=lambda: False)
+        got = [np.asarray(jax.jit(f)(xs)) for f in fns]
+    finally:
+        monkeypatch.undo()
+        jax.clear_caches()
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    np.testing.assert_array_equal(want[1], [naive_qn(x) for x in xs])
+    np.testing.assert_array_equal(want[0], [naive_hl(x) for x in xs])
+
+
+def test_select_pair_native_checks_static_rank():
+    a = jnp.sort(jnp.asarray(make("normal", 50, 3)))
+    with pytest.raises(ValueError, match="out of range"):
+        _pairsel.select_pair("absdiff", a, 50 * 49 // 2 + 1)
+    with pytest.raises(ValueError, match="out of range"):
+        _pairsel.select_pair_and_next("walsh", a, 0)
 
 
 def test_sampling_phases_equidistributed():

@@ -69,7 +69,7 @@ def test_float64_matches_scipy(x64, kx, ky):
         np.testing.assert_allclose(got[name], ref_d, rtol=TOL, atol=TOL)
 
 
-@pytest.mark.parametrize("n", [11, 400])
+@pytest.mark.parametrize("n", [11, 400, 1500])
 @pytest.mark.parametrize("kind", ["normal", "ties", "const", "posinf", "shifted", "cauchy"])
 def test_robust_float64_exact(x64, n, kind):
     x = make(kind, n, 3 + n, np.float64)

@@ -32,6 +32,7 @@ SOURCES = {
     "kernels.cc": ("JaxstatsArgsort", "JaxstatsSort", "JaxstatsTieBounds", "JaxstatsDenseRank"),
     "reduce.cc": ("JaxstatsCompensatedSum", "JaxstatsDifferenceSum", "JaxstatsCenteredSum"),
     "pav.cc": ("JaxstatsPav",),
+    "select.cc": ("JaxstatsSelectPair",),
 }
 #: Every FFI target, in registration order.
 TARGETS = tuple(t for targets in SOURCES.values() for t in targets)
