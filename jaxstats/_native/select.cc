@@ -194,78 +194,34 @@ struct Pairs {
   }
 };
 
-struct Work {
-  std::vector<int32_t> L, R, A, B;
-  std::vector<float> row_f;
-  std::vector<double> row_d;
-  std::vector<double> sample_d;
-  std::vector<float> sample_f;
-  std::vector<double> buf_d;
-  std::vector<float> buf_f;
-  template <typename T>
-  std::vector<T>& sample();
-  template <typename T>
-  std::vector<T>& buf();
-};
-template <>
-std::vector<float>& Work::sample<float>() { return sample_f; }
-template <>
-std::vector<double>& Work::sample<double>() { return sample_d; }
-template <>
-std::vector<float>& Work::buf<float>() { return buf_f; }
 template <typename T>
-std::vector<T>& padded_row(Work& w);
-template <>
-std::vector<float>& padded_row<float>(Work& w) { return w.row_f; }
-template <>
-std::vector<double>& padded_row<double>(Work& w) { return w.row_d; }
-template <>
-std::vector<double>& Work::buf<double>() { return buf_d; }
-
-// The (k+1)-th smallest pair value given v, the k-th.
-template <typename T, int Kind>
-T next_value(const Pairs<T, Kind>& P, Work& w, T v, int64_t k) {
-  const int64_t n = P.n;
-  for (int64_t i = 0; i < n; ++i) {
-    w.L[i] = static_cast<int32_t>(P.start(i));
-    w.R[i] = static_cast<int32_t>(n);
-  }
-  const int64_t le = P.split2(w.L.data(), w.R.data(), v, v, w.A.data(), w.B.data()).first;
-  if (le >= k + 1) return v;
-  T best = std::numeric_limits<T>::infinity();
-  for (int64_t i = 0; i < n; ++i) {
-    if (w.A[i] < n) best = std::min(best, P.value(i, w.A[i]));
-  }
-  return best;
-}
+struct Work {
+  std::vector<int32_t> L, R, A, B;  // brackets and the two splits of a round
+  std::vector<T> row;               // padded copy of the row
+  std::vector<T> sample, buf;       // sampled candidates; enumerated candidates
+};
 
 // Sample size per round and the candidate count below which candidates are enumerated: rounds
 // cost O(n + m), the final selection O(cap).
 int64_t sample_size(int64_t n) { return std::max<int64_t>(2048, std::min<int64_t>(n / 4, 1 << 18)); }
 int64_t enumeration_cap(int64_t n) { return 8 * sample_size(n); }
 
-// Few pairs (at most enumeration_cap): enumerate them all and select, with no brackets and no
-// padded copy (this is what a batch of short rows runs). Returns (k-th, (k+1)-th or k-th).
+// The smallest value at the columns S_i < n over all rows (+inf if none). With S_i the first
+// column of each row above some bound, that is the smallest pair value above it.
 template <typename T, int Kind>
-std::pair<T, T> select_all(const Pairs<T, Kind>& P, Work& w, int64_t k, bool with_next) {
-  const int64_t n = P.n;
-  std::vector<T>& buf = w.buf<T>();
-  buf.resize(std::max<int64_t>(P.n_pairs(), 1));
-  int64_t c = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    for (int64_t j = P.start(i); j < n; ++j) buf[c++] = P.value(i, j);
+T min_at(const Pairs<T, Kind>& P, const int32_t* S) {
+  T best = std::numeric_limits<T>::infinity();
+  for (int64_t i = 0; i < P.n; ++i) {
+    if (S[i] < P.n) best = std::min(best, P.value(i, S[i]));
   }
-  std::nth_element(buf.begin(), buf.begin() + (k - 1), buf.begin() + c);
-  const T v = buf[k - 1];
-  if (!with_next) return {v, v};
-  // Everything after position k - 1 is >= v now: the (k+1)-th is their minimum.
-  const T nx = k < c ? *std::min_element(buf.begin() + k, buf.begin() + c)
-                     : std::numeric_limits<T>::infinity();
-  return {v, nx};
+  return best;
 }
 
+// The k-th smallest pair value and, with_next, the (k+1)-th (else the k-th again). Pairs right
+// of the final brackets are above every candidate, so the (k+1)-th is either the next candidate
+// or the smallest of them: no second count is needed.
 template <typename T, int Kind>
-T select_row(const Pairs<T, Kind>& P, Work& w, int64_t k) {
+std::pair<T, T> select_row(const Pairs<T, Kind>& P, Work<T>& w, int64_t k, bool with_next) {
   const int64_t n = P.n;
   const int64_t total_pairs = P.n_pairs();
   int32_t* L = w.L.data();
@@ -278,7 +234,7 @@ T select_row(const Pairs<T, Kind>& P, Work& w, int64_t k) {
   }
   const int64_t m = sample_size(n);
   const int64_t cap = enumeration_cap(n);
-  std::vector<T>& sample = w.sample<T>();
+  std::vector<T>& sample = w.sample;
   sample.resize(m);
   SplitMix64 rng{0x6A09E667F3BCC909ull ^ static_cast<uint64_t>(n) * 0x9E3779B97F4A7C15ull ^
                  static_cast<uint64_t>(k)};
@@ -314,7 +270,9 @@ T select_row(const Pairs<T, Kind>& P, Work& w, int64_t k) {
     const int64_t cnt_b = ell + tot_b;
     const bool a_up = cnt_a >= k;  // the target is <= p1
     const bool b_up = cnt_b >= k;  // the target is < p2
-    if (a_up && !b_up) return p1;  // then p1 == p2 and the target equals it
+    if (a_up && !b_up) {  // then p1 == p2 and the target equals it; A splits above p1
+      return {p1, !with_next || cnt_a > k ? p1 : min_at(P, A)};
+    }
     // Splits at thresholds are nested: A <= B everywhere when p1 < p2, B <= A when equal.
     const bool a_first = p1 < p2;
     if (a_up) {  // target < p2 too: the tighter upper bound is the smaller split
@@ -335,7 +293,7 @@ T select_row(const Pairs<T, Kind>& P, Work& w, int64_t k) {
     }
   }
   // Enumerate the remaining candidates and select.
-  std::vector<T>& buf = w.buf<T>();
+  std::vector<T>& buf = w.buf;
   buf.resize(std::max<int64_t>(C, 1));
   int64_t c = 0;
   for (int64_t i = 0; i < n; ++i) {
@@ -343,32 +301,33 @@ T select_row(const Pairs<T, Kind>& P, Work& w, int64_t k) {
   }
   const int64_t r = k - ell - 1;
   std::nth_element(buf.begin(), buf.begin() + r, buf.begin() + c);
-  return buf[r];
+  const T v = buf[r];
+  if (!with_next) return {v, v};
+  // Everything after position r is >= v now; past the last candidate, R splits above them.
+  return {v, r + 1 < c ? *std::min_element(buf.begin() + r + 1, buf.begin() + c) : min_at(P, R)};
 }
 
 // The k-th (and (k+1)-th) pair value of one sorted row; v and nx stay NaN for an invalid k.
+// Rows with few pairs are enumerated at once; the sweeps of the rounds read a padded copy.
 template <typename T, int Kind>
-void select_one(const T* row, int64_t n, int64_t k, bool with_next, Work& w, T& v, T& nx) {
+void select_one(const T* row, int64_t n, int64_t k, bool with_next, Work<T>& w, T& v, T& nx) {
   const Pairs<T, Kind> raw{row, n};
   if (k < 1 || k > raw.n_pairs()) return;
   if (raw.n_pairs() <= enumeration_cap(n)) {
-    std::tie(v, nx) = select_all(raw, w, k, with_next);
+    std::tie(v, nx) = select_row(raw, w, k, with_next);
     return;
   }
-  std::vector<T>& padded = padded_row<T>(w);
-  padded.resize(n + 2 * kPad);
-  std::fill(padded.begin(), padded.begin() + kPad, -std::numeric_limits<T>::infinity());
-  std::fill(padded.end() - kPad, padded.end(), std::numeric_limits<T>::infinity());
-  std::copy(row, row + n, padded.begin() + kPad);
-  const Pairs<T, Kind> P{padded.data() + kPad, n};
-  v = select_row(P, w, k);
-  nx = with_next ? next_value(P, w, v, k) : v;
+  w.row.resize(n + 2 * kPad);
+  std::fill(w.row.begin(), w.row.begin() + kPad, -std::numeric_limits<T>::infinity());
+  std::fill(w.row.end() - kPad, w.row.end(), std::numeric_limits<T>::infinity());
+  std::copy(row, row + n, w.row.begin() + kPad);
+  std::tie(v, nx) = select_row(Pairs<T, Kind>{w.row.data() + kPad, n}, w, k, with_next);
 }
 
 template <typename T>
 void run(const T* a, const int32_t* khi, const int32_t* klo, T* value, T* next, int64_t rows,
          int64_t n, int64_t kind, bool with_next) {
-  Work w;
+  Work<T> w;
   w.L.resize(n);
   w.R.resize(n);
   w.A.resize(n);
