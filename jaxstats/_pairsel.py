@@ -299,13 +299,12 @@ def select_pair_and_next(kind: str, a: jax.Array, k: Rank) -> tuple[jax.Array, j
     """``(select_pair(kind, a, k), next_pair_value(kind, a, ., k))``: the ``k``-th and the
     ``(k+1)``-th smallest pair values (``+inf`` for the latter when ``k`` is the last pair).
     Both carry the derivative of a pair that attains them."""
+    _check_select_args(kind, a.shape[0], k)
     if _use_native(kind, a):
-        _check_select_args(kind, a.shape[0], k)
         v, nxt = _native_select(kind, a, k, True)
         return _with_pair_derivative(kind, a, v), _with_pair_derivative(kind, a, nxt)
     n_pairs = _n_pairs(kind, a.shape[0])
     if n_pairs <= _ENUMERATE_ALL:  # both from one sorted enumeration
-        _check_select_args(kind, a.shape[0], k)
         vals = _all_pairs_sorted(kind, a)
         i = jnp.clip(_limbs_to_int(as_limbs(k)) - 1, 0, n_pairs - 1)
         after = vals[jnp.minimum(i + 1, n_pairs - 1)]
@@ -326,7 +325,6 @@ def select_pair_and_next(kind: str, a: jax.Array, k: Rank) -> tuple[jax.Array, j
 #: Internal switch (tests, benchmarks): False routes the selection to the XLA loop. Read at
 #: trace time (``jax.clear_caches()`` after changing it).
 _USE_NATIVE = True
-_NATIVE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _KIND_CODES = {"walsh": np.int64(0), "absdiff": np.int64(1)}
 
 _cpu_only = _native.cpu_only  # a module attribute, so tests can pretend a GPU is present
@@ -351,9 +349,7 @@ def _all_pairs_sorted(kind: str, a: jax.Array) -> jax.Array:
 
 def _select_path(dtype) -> str:
     """``"native"`` when the C++ selection can take ``dtype`` on CPU, else ``"xla"`` (static)."""
-    if _USE_NATIVE and np.dtype(dtype) in _NATIVE_DTYPES and _native.load() is not None:
-        return "native"
-    return "xla"
+    return _native.float_path(dtype, _USE_NATIVE)
 
 
 def _check_select_args(kind: str, n: int, k: Rank) -> None:
@@ -381,9 +377,7 @@ def _native_select(kind: str, a: jax.Array, k: Rank, with_next: bool):
         v = select_pair_rounds(kind, a, (k_hi, k_lo))[0]
         return v, (next_pair_value(kind, a, v, (k_hi, k_lo)) if with_next else v)
 
-    if _cpu_only():
-        return native(a, k_hi, k_lo)
-    return lax.platform_dependent(a, k_hi, k_lo, cpu=native, default=xla)
+    return _native.on_cpu(native, xla, a, k_hi, k_lo, cpu_only=_cpu_only())
 
 
 def select_pair_rounds(
@@ -396,11 +390,8 @@ def select_pair_rounds(
     """
     n = a.shape[0]
     n_pairs = _n_pairs(kind, n)
-    if isinstance(k, int) and not 1 <= k <= n_pairs:
-        raise ValueError(f"select_pair: k={k} out of range [1, {n_pairs}] for n={n}.")
+    _check_select_args(kind, n, k)
     k = as_limbs(k)
-    if n > MAX_N:
-        raise ValueError(f"select_pair: n={n} exceeds the supported maximum {MAX_N}.")
     start = _row_start(kind, n)
     if n_pairs <= enumerate_all:
         vals = _all_pairs_sorted(kind, a)

@@ -109,16 +109,11 @@ _cpu_only = _native.cpu_only  # a module attribute, so tests can pretend a GPU i
 
 
 def _dispatch(x, path, cpu_fn, xla_fn):
-    """Run ``cpu_fn`` on CPU and ``xla_fn`` on every other platform (or for path 'xla').
-
-    When every device is a CPU the CPU branch is traced alone: no ``platform_dependent``
-    switch, whose branches would need identical varying-axis types inside ``shard_map``.
-    """
+    """Run ``cpu_fn`` on CPU and ``xla_fn`` on every other platform (or for path 'xla'), see
+    :func:`_native.on_cpu`."""
     if path == "xla":
         return xla_fn(x)
-    if _cpu_only():
-        return cpu_fn(x)
-    return lax.platform_dependent(x, cpu=cpu_fn, default=xla_fn)
+    return _native.on_cpu(cpu_fn, xla_fn, x, cpu_only=_cpu_only())
 
 
 # --------------------------------------------------------------------------------------

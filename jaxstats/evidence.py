@@ -263,28 +263,19 @@ def two_sum(a: ArrayLike, b: ArrayLike) -> TwoSumResult:
 
 #: Internal switch (tests, benchmarks): False routes every compensated reduction to XLA.
 _USE_NATIVE = True
-_NATIVE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _reduction_path(dtype) -> str:
     """``"native"`` when the C++ reductions can take ``dtype`` on CPU, else ``"xla"`` (static)."""
-    if _USE_NATIVE and np.dtype(dtype) in _NATIVE_DTYPES and _native.load() is not None:
-        return "native"
-    return "xla"
+    return _native.float_path(dtype, _USE_NATIVE)
 
 
 _cpu_only = _native.cpu_only  # a module attribute, so tests can pretend a GPU is present
 
 
 def _on_cpu(native_fn, xla_fn, *args):
-    """``native_fn(*args)`` on CPU and ``xla_fn(*args)`` on every other platform.
-
-    When every device is a CPU the native branch is traced alone (no ``platform_dependent``
-    switch, whose branches would need identical varying-axis types inside ``shard_map``).
-    """
-    if _cpu_only():
-        return native_fn(*args)
-    return lax.platform_dependent(*args, cpu=native_fn, default=xla_fn)
+    """``native_fn(*args)`` on CPU and ``xla_fn(*args)`` elsewhere (:func:`_native.on_cpu`)."""
+    return _native.on_cpu(native_fn, xla_fn, *args, cpu_only=_cpu_only())
 
 
 def _middle_layout(shape: tuple[int, ...], axes: tuple[int, ...]):

@@ -247,14 +247,11 @@ def _pav_rows(a: jax.Array, b: jax.Array, kind: str):
 #: time (``jax.clear_caches()`` after changing it).
 _USE_NATIVE = True
 _PAV_KINDS = {"l2": np.int64(0), "kl": np.int64(1)}
-_NATIVE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _pav_path(dtype) -> str:
     """``"native"`` when the C++ PAV can take ``dtype`` on CPU, else ``"xla"`` (static)."""
-    if _USE_NATIVE and np.dtype(dtype) in _NATIVE_DTYPES and _native.load() is not None:
-        return "native"
-    return "xla"
+    return _native.float_path(dtype, _USE_NATIVE)
 
 
 _cpu_only = _native.cpu_only  # a module attribute, so tests can pretend a GPU is present
@@ -284,9 +281,7 @@ def _make_pav(kind: str):
     @jax.custom_batching.custom_vmap
     def pav(a, b):
         if _pav_path(a.dtype) == "native":
-            if _cpu_only():
-                return pav_native(a, b)
-            return lax.platform_dependent(a, b, cpu=pav_native, default=pav_xla)
+            return _native.on_cpu(pav_native, pav_xla, a, b, cpu_only=_cpu_only())
         return pav_xla(a, b)
 
     @pav.def_vmap

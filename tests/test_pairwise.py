@@ -404,6 +404,11 @@ def _select_rounds(kind_name):
     return jax.jit(f)
 
 
+def _pair_values_sorted(kind_name, a):
+    i, j = np.triu_indices(len(a), 0 if kind_name == "walsh" else 1)
+    return np.sort(walsh(a) if kind_name == "walsh" else _dist(a[i], a[j]))
+
+
 @pytest.mark.parametrize("kind_name", ["walsh", "absdiff"])
 def test_select_pair_exact_every_rank(kind_name):
     """Exact for every rank on every data kind, including heavy ties, where a round proves that
@@ -412,8 +417,7 @@ def test_select_pair_exact_every_rank(kind_name):
     fn = _select_rounds(kind_name)
     for data in ("normal", "ties", "const", "cauchy", "posinf"):
         a = np.sort(make(data, n, 25))
-        i, j = np.triu_indices(n, 0 if kind_name == "walsh" else 1)
-        vals = np.sort(walsh(a) if kind_name == "walsh" else _dist(a[i], a[j]))
+        vals = _pair_values_sorted(kind_name, a)
         for k in (1, 2, len(vals) // 3, len(vals) // 2 + 1, len(vals)):
             got, _ = fn(jnp.asarray(a), jnp.int32(k >> 15), jnp.int32(k & 0x7FFF))
             assert float(got) == vals[k - 1], (data, k, float(got), vals[k - 1])
@@ -426,11 +430,6 @@ def _select_native_ranks(kind_name):
     def f(a, k_hi, k_lo):
         return _pairsel.select_pair_and_next(kind_name, a, (k_hi, k_lo))
     return jax.jit(jax.vmap(f, in_axes=(None, 0, 0)))
-
-
-def _pair_values_sorted(kind_name, a):
-    i, j = np.triu_indices(len(a), 0 if kind_name == "walsh" else 1)
-    return np.sort(walsh(a) if kind_name == "walsh" else _dist(a[i], a[j]))
 
 
 @pytest.mark.parametrize("n", [150, 1500])

@@ -24,8 +24,10 @@ import tempfile
 import threading
 
 import jax
+import numpy as np
+from jax import lax
 
-__all__ = ["cpu_only", "load", "status", "TARGETS"]
+__all__ = ["FLOAT_DTYPES", "cpu_only", "float_path", "load", "on_cpu", "status", "TARGETS"]
 
 #: C++ sources (in this folder) and the FFI targets each defines.
 SOURCES = {
@@ -147,3 +149,27 @@ def cpu_only() -> bool:
         return all(d.platform == "cpu" for d in jax.devices())
     except RuntimeError:  # pragma: no cover
         return False
+
+
+#: The value dtypes of the float kernels (compensated reductions, PAV, pair selection).
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def float_path(dtype, enabled: bool = True) -> str:
+    """``"native"`` when a float kernel can take ``dtype`` (and the caller's switch ``enabled``
+    is on and the library is loaded), else ``"xla"``. Static: decided at trace time."""
+    if enabled and np.dtype(dtype) in FLOAT_DTYPES and load() is not None:
+        return "native"
+    return "xla"
+
+
+def on_cpu(native_fn, xla_fn, *args, cpu_only: bool):
+    """``native_fn(*args)`` on CPU and ``xla_fn(*args)`` on every other platform.
+
+    With ``cpu_only`` (every device a CPU; callers pass their module's patchable
+    ``_cpu_only()``) the native branch is traced alone: no ``platform_dependent`` switch, whose
+    branches would need identical varying-axis types inside ``shard_map``.
+    """
+    if cpu_only:
+        return native_fn(*args)
+    return lax.platform_dependent(*args, cpu=native_fn, default=xla_fn)
